@@ -1,0 +1,5 @@
+import sys
+
+from sigstack.cli import main
+
+sys.exit(main())
