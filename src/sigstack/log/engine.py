@@ -1,0 +1,851 @@
+"""The transparency-log engine shared by Rekor v2 and the CT log.
+
+One :class:`TransparencyLog` owns one log in one :class:`~sigstack.log.storage.LogStorage`:
+it sequences submitted entries in batches, stores them as C2SP tiles and entry
+bundles, signs a C2SP checkpoint over each new tree and hands every submitter its
+index, the checkpoint and an inclusion proof. It also serves proofs and the
+static read path (checkpoint, tiles, bundles).
+
+Guarantees
+----------
+* An entry is acknowledged (its future resolves) only after the tiles and bundle
+  holding it AND a checkpoint covering it are durable.
+* A checkpoint is signed only after everything it commits to is durable, and
+  the engine never publishes two checkpoints that are inconsistent: every new
+  tree is the previous tree plus a batch, and after any storage failure the
+  engine re-derives its state from the durable checkpoint (verifying it) before
+  it signs anything again.
+* ``open()`` fails closed: a missing, unverifiable or foreign checkpoint, or
+  tiles that do not add up to its root, raise
+  :class:`~sigstack.core.errors.LogIntegrityError` naming what disagrees.
+* ``open()`` also proves that the signer holds the verifier's private key (it
+  re-signs the body of the checkpoint it just verified and checks the signature)
+  before anything new is signed.
+* Exactly one sequencer thread mutates the log; ``storage.acquire_writer`` keeps a
+  second engine (or process) off the same storage.
+
+Commit protocol (one batch, leaves ``[a, n)``) and what a crash at each step means
+---------------------------------------------------------------------------------
+1. **Sequence.** Take up to ``max_size`` pending entries (group commit: under load,
+   what accumulated during the previous batch is the next batch); assign indexes
+   ``a..n-1`` in arrival order, in memory only.
+   *Crash:* nothing is stored; no entry was acknowledged; clients retry.
+2. **Hash.** Leaf hashes go through the in-memory :class:`CompactRange`; every node
+   it completes at a tile level (0, 8, 16...) is appended to that level's
+   rightmost tile; entries are appended to the rightmost entry bundle. The new
+   root and every entry's inclusion proof are derived from the same nodes, and
+   one proof is checked against the root before anything is written.
+   *Crash:* as in 1.
+3. **Store data.** ``put_many`` writes the tiles and bundles the batch completed
+   and the new partial ones; it returns once they are durable.
+   *Crash or error:* storage may hold objects no checkpoint covers (names beyond
+   the checkpoint, or partial widths never checkpointed). They are never served
+   (``read`` only serves what the current checkpoint covers) and the next batch
+   rewrites them. An object covered by the old checkpoint is only ever rewritten
+   with identical bytes (its content is a function of covered entries), so the
+   old checkpoint stays valid. Entries are not acknowledged.
+4. **Sign** the checkpoint ``(origin, n, root)`` with the signer, in memory.
+   *Crash:* as in 3; the signed note never left the process.
+5. **Commit.** ``swap_checkpoint(old, new)``: compare-and-swap, durable on return.
+   *Crash:* the stored checkpoint is the old or the new one, both consistent with
+   everything stored. If it is the new one, the entries are logged although
+   their submitters got no answer (a retry may log a duplicate).
+   *Error:* the batch fails; the engine reloads whatever checkpoint storage now
+   holds (old or new) and re-persists it before going on, so a checkpoint that
+   readers might have seen is durable before the tree grows past it.
+6. **Publish.** The in-memory current checkpoint becomes the new one (reads and
+   proofs now see size ``n``) and each future resolves with
+   ``Integrated(index, checkpoint, proof)``.
+
+After a failure in 3-5 the batch's futures fail with
+:class:`~sigstack.core.errors.StorageError`; if storage is still failing, later
+batches fail fast (with a growing pause) until it recovers. If the reloaded state
+does not add up (``LogIntegrityError``), the engine stops: it refuses to sign over
+state it cannot verify, and ``submit`` raises ``Unavailable`` naming the problem.
+
+Performance: per batch, one ``put_many`` (a handful of objects) and one
+checkpoint swap; hashing is about two SHA-256 per entry plus O(log n) per batch;
+proofs for a batch cost O(batch * log n) list lookups and no I/O. Nothing is
+O(tree size). Proofs requested later (``inclusion_proof``, ``consistency_proof``)
+read tiles through an LRU cache of expanded tiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from sigstack.core.errors import (
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    LogIntegrityError,
+    Overloaded,
+    PayloadTooLarge,
+    SigstackError,
+    StorageError,
+    Unavailable,
+    VerificationError,
+)
+from sigstack.core.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    CompactRange,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    range_nodes,
+    verify_inclusion,
+)
+from sigstack.core.note import (
+    NoteSigner,
+    NoteVerifier,
+    format_checkpoint,
+    open_note,
+    parse_checkpoint,
+    sign_note,
+)
+from sigstack.core.tiles import (
+    MAX_ENTRY_SIZE,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    TileRef,
+    decode_bundle,
+    entries_path,
+    node_location,
+    parse_path,
+    partial_width,
+    tile_for,
+    tile_levels,
+    tile_path,
+)
+from sigstack.log.storage import CHECKPOINT_KEY, LogStorage
+
+__all__ = [
+    "BatchPolicy",
+    "Checkpoint",
+    "Entry",
+    "Integrated",
+    "TransparencyLog",
+]
+
+_log = logging.getLogger(__name__)
+
+_BACKOFF_MIN = 0.05
+_BACKOFF_MAX = 1.0
+
+
+# --- public value types --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry.
+
+    ``leaf`` is the Merkle leaf data (leaf hash = SHA-256(0x00 || leaf));
+    ``bundle`` is what the C2SP entry bundle stores for it (default: ``leaf``),
+    at most 65535 bytes.
+    """
+
+    leaf: bytes
+    bundle: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed tree head: origin, size, root hash and the full signed note."""
+
+    origin: str
+    size: int
+    root_hash: bytes
+    note: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Integrated:
+    """Where an entry landed: its index, the checkpoint that covers it and the
+    inclusion proof (leaf hash -> ``checkpoint.root_hash``, RFC 6962 order)."""
+
+    index: int
+    checkpoint: Checkpoint
+    proof: list[bytes]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How the sequencer forms batches.
+
+    ``max_size`` (default 1024)
+        Most entries integrated (and covered by one checkpoint) at once. Larger
+        batches mean fewer storage round trips and signatures per entry.
+    ``max_age`` (default 0.010 s)
+        Once the sequencer holds at least one entry, it waits at most this long
+        (measured from the oldest pending entry's arrival) for the batch to fill.
+        Under load entries that arrived during the previous integration are
+        already older than this, so the next batch starts at once (group commit).
+    ``max_pending`` (default 50,000)
+        Entries that may wait to be sequenced; ``submit`` raises ``Overloaded``
+        beyond it (a second of load at the engine's target rate).
+    """
+
+    max_size: int = 1024
+    max_age: float = 0.010
+    max_pending: int = 50_000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_size, int) or self.max_size < 1:
+            raise ConfigError(f"batch max_size must be a positive integer, not {self.max_size!r}")
+        if not isinstance(self.max_age, int | float) or not 0 <= self.max_age <= 60:
+            raise ConfigError(f"batch max_age must be 0..60 seconds, not {self.max_age!r}")
+        if not isinstance(self.max_pending, int) or self.max_pending < 1:
+            raise ConfigError(
+                f"batch max_pending must be a positive integer, not {self.max_pending!r}"
+            )
+
+
+# --- internals -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    entry: Entry
+    record: bytes
+    future: Future[Integrated]
+    arrival: float
+
+
+@dataclass(slots=True)
+class _Edge:
+    """The sequencer's view of the right edge of the tree (owned by one thread)."""
+
+    size: int
+    rng: CompactRange
+    tiles: list[bytearray] = field(default_factory=list)  # partial tile content per level
+    bundle: bytearray = field(default_factory=bytearray)  # partial entry bundle content
+
+
+@dataclass(slots=True)
+class _Tile:
+    raw: bytes
+    levels: list[list[bytes]]  # levels[s][i]: node at sublevel s, i-th from the tile's left
+
+
+class _TileCache:
+    """Thread-safe LRU of expanded hash tiles, keyed by C2SP path.
+
+    Paths covered by a published checkpoint never change content, so entries
+    never go stale; the cache is still cleared after a failed batch because
+    objects written by it (never published) may be rewritten.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: collections.OrderedDict[str, _Tile] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> _Tile | None:
+        with self._lock:
+            tile = self._items.get(path)
+            if tile is not None:
+                self._items.move_to_end(path)
+            return tile
+
+    def put(self, path: str, tile: _Tile) -> None:
+        if self._capacity <= 0:
+            return
+        with self._lock:
+            self._items[path] = tile
+            self._items.move_to_end(path)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _expand(raw: bytes, width: int) -> list[list[bytes]]:
+    """All complete nodes of a tile: sublevel 0 is the tile itself, 8 its root."""
+    level = [raw[i : i + HASH_SIZE] for i in range(0, width * HASH_SIZE, HASH_SIZE)]
+    levels = [level]
+    for _ in range(TILE_HEIGHT):
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        levels.append(level)
+    return levels
+
+
+def _append_items(
+    buf: bytearray,
+    count: int,
+    items: list[bytes],
+    path_of: Callable[[int, int], str],
+    writes: dict[str, bytes],
+) -> None:
+    """Append ``items`` to the partial tile/bundle ``buf`` holding ``count % 256`` items.
+
+    Every tile completed on the way and the final partial one go into ``writes``.
+    """
+    pos = 0
+    while pos < len(items):
+        room = TILE_WIDTH - count % TILE_WIDTH
+        chunk = items[pos : pos + room]
+        buf += b"".join(chunk)
+        pos += len(chunk)
+        count += len(chunk)
+        if count % TILE_WIDTH == 0:
+            writes[path_of(count // TILE_WIDTH - 1, TILE_WIDTH)] = bytes(buf)
+            buf.clear()
+    if count % TILE_WIDTH:
+        writes[path_of(count // TILE_WIDTH, count % TILE_WIDTH)] = bytes(buf)
+
+
+# --- the engine ----------------------------------------------------------------------------
+
+
+class TransparencyLog:
+    """A tiled transparency log (see the module docstring for the contract).
+
+    ``signer`` signs checkpoints; ``verifier`` must verify them (checked at
+    ``open()``) and is used to verify the stored checkpoint. ``cache_tiles`` is
+    the number of expanded tiles kept for proof generation (about 45 KiB each).
+    """
+
+    def __init__(
+        self,
+        storage: LogStorage,
+        signer: NoteSigner,
+        origin: str,
+        verifier: NoteVerifier,
+        policy: BatchPolicy | None = None,
+        *,
+        cache_tiles: int = 256,
+    ) -> None:
+        format_checkpoint(origin, 0, EMPTY_ROOT)  # validates the origin
+        self._storage = storage
+        self._signer = signer
+        self._origin = origin
+        self._verifier = verifier
+        self._policy = policy if policy is not None else BatchPolicy()
+        self._cache = _TileCache(cache_tiles)
+
+        self._cond = threading.Condition()
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._opened = False
+        self._closing = False
+        self._closed = False
+        self._fatal: SigstackError | None = None
+        self._thread: threading.Thread | None = None
+        self._wakeup = threading.Event()
+
+        self._current: Checkpoint | None = None  # published state; replaced atomically
+        self._edge: _Edge | None = None  # sequencer-owned
+        self._needs_recovery = False
+        self._backoff = 0.0
+
+    # -- creation and lifecycle --------------------------------------------------------
+
+    @classmethod
+    def create(cls, storage: LogStorage, signer: NoteSigner, origin: str) -> None:
+        """Create a new empty log: store a signed checkpoint of size 0.
+
+        Raises :class:`Conflict` if the storage already holds a checkpoint (the
+        existing log is kept untouched).
+        """
+        note = sign_note(format_checkpoint(origin, 0, EMPTY_ROOT), [signer])
+        where = storage.describe(CHECKPOINT_KEY)
+        exists = Conflict(
+            f"a log already exists at {where}; it was kept (nothing was written). "
+            "Open it instead, or choose another location."
+        )
+        storage.acquire_writer()
+        try:
+            if storage.read_checkpoint() is not None:
+                raise exists
+            try:
+                storage.swap_checkpoint(None, note)
+            except Conflict as exc:
+                raise exists from exc
+        finally:
+            storage.release_writer()
+
+    def open(self) -> None:
+        """Verify the stored log, rebuild the right edge and start the sequencer.
+
+        Raises :class:`LogIntegrityError` (missing checkpoint, bad signature,
+        wrong origin, tiles that do not match the root), :class:`ConfigError`
+        (signer and verifier disagree) or :class:`Conflict` (another writer).
+        """
+        with self._cond:
+            if self._closing:
+                raise Unavailable("this log object was closed; open a new TransparencyLog")
+            if self._opened:
+                raise Conflict("this log is already open")
+            self._opened = True
+        try:
+            self._check_signer()
+            self._storage.acquire_writer()
+        except BaseException:
+            with self._cond:
+                self._opened = False
+            raise
+        try:
+            edge, current = self._load_state()
+            self._check_signer_key(current)
+        except BaseException:
+            self._storage.release_writer()
+            with self._cond:
+                self._opened = False
+            raise
+        self._edge, self._current = edge, current
+        self._thread = threading.Thread(
+            target=self._run, name=f"sigstack-log-sequencer[{self._origin}]", daemon=True
+        )
+        self._thread.start()
+        _log.info("log %s opened at size %d", self._origin, current.size)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting entries, integrate what is pending, stop the sequencer.
+
+        Idempotent. With ``timeout``, waits at most that long for the sequencer;
+        if it is still busy (storage hanging), the writer lease is kept.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        self._wakeup.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                _log.warning("log %s: sequencer still busy after close timeout", self._origin)
+                return
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            opened = self._opened
+        if opened:
+            self._storage.release_writer()
+
+    def __enter__(self) -> TransparencyLog:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def submit(self, entry: Entry) -> Future[Integrated]:
+        """Queue ``entry``; the future resolves once it is durably logged.
+
+        Raises :class:`InvalidRequest` (bad entry), :class:`Overloaded` (more than
+        ``max_pending`` waiting) or :class:`Unavailable` (not open, closed or
+        stopped). The future fails with :class:`StorageError` if its batch could
+        not be committed.
+        """
+        if not isinstance(entry, Entry) or not isinstance(entry.leaf, bytes):
+            raise InvalidRequest("a log entry needs leaf bytes")
+        record = entry.leaf if entry.bundle is None else entry.bundle
+        if not isinstance(record, bytes):
+            raise InvalidRequest("a log entry's bundle data must be bytes")
+        if len(record) > MAX_ENTRY_SIZE:
+            raise PayloadTooLarge(
+                f"entry is {len(record)} bytes; the log stores entries of at most "
+                f"{MAX_ENTRY_SIZE} bytes"
+            )
+        future: Future[Integrated] = Future()
+        pending = _Pending(entry, record, future, time.monotonic())
+        with self._cond:
+            if self._fatal is not None:
+                raise Unavailable(f"the log {self._origin} stopped: {self._fatal}")
+            if self._closing or self._thread is None:
+                raise Unavailable(f"the log {self._origin} is not open")
+            queued = len(self._pending)
+            if queued >= self._policy.max_pending:
+                raise Overloaded(
+                    f"the log {self._origin} has {queued} entries waiting; retry shortly",
+                    retry_after=1,
+                )
+            self._pending.append(pending)
+            if queued == 0 or queued + 1 >= self._policy.max_size:
+                self._cond.notify()
+        return future
+
+    async def add(self, entry: Entry) -> Integrated:
+        """``submit`` for asyncio callers: await the integrated entry."""
+        return await asyncio.wrap_future(self.submit(entry))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """The checkpoint origin line of this log."""
+        return self._origin
+
+    def checkpoint(self) -> Checkpoint:
+        """The latest published checkpoint."""
+        return self._published()
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """Inclusion proof of leaf ``index`` in the tree of ``size`` (<= current size)."""
+        current = self._published()
+        if not isinstance(index, int) or not isinstance(size, int):
+            raise InvalidRequest("leaf index and tree size must be integers")
+        if not 0 < size <= current.size:
+            raise InvalidRequest(
+                f"tree size {size} is not between 1 and the current size {current.size}"
+            )
+        if not 0 <= index < size:
+            raise InvalidRequest(f"leaf index {index} is not in a tree of size {size}")
+        return inclusion_proof(index, size, self._node_reader(current.size))
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """Consistency proof between tree sizes ``old <= new <= current size``."""
+        current = self._published()
+        if not isinstance(old, int) or not isinstance(new, int):
+            raise InvalidRequest("tree sizes must be integers")
+        if not 0 <= new <= current.size:
+            raise InvalidRequest(
+                f"tree size {new} is not between 0 and the current size {current.size}"
+            )
+        if not 0 <= old <= new:
+            raise InvalidRequest(f"old tree size {old} is not between 0 and {new}")
+        return consistency_proof(old, new, self._node_reader(current.size))
+
+    def read(self, path: str) -> bytes | None:
+        """A C2SP resource: ``checkpoint``, ``tile/<L>/<N>[.p/<W>]`` or ``tile/entries/...``.
+
+        Returns ``None`` for a well-formed path the current checkpoint does not
+        cover (404); raises :class:`InvalidRequest` for a malformed one.
+        """
+        current = self._published()
+        if path == CHECKPOINT_KEY:
+            return current.note
+        ref = parse_path(path)
+        if ref.min_tree_size > current.size:
+            return None
+        return self._storage.get(ref.path)
+
+    def _published(self) -> Checkpoint:
+        current = self._current
+        if current is None:
+            raise Unavailable(f"the log {self._origin} is not open")
+        return current
+
+    # -- tiles and nodes -------------------------------------------------------------------
+
+    def _node_reader(self, size: int) -> Callable[[int, int], bytes]:
+        """``node(level, index)`` for complete nodes of the tree of ``size``, from tiles."""
+
+        def node(level: int, index: int) -> bytes:
+            tile_level, tile_index, sublevel, position = node_location(level, index)
+            try:
+                ref = tile_for(tile_level, tile_index, size)
+            except InvalidRequest as exc:
+                raise LogIntegrityError(
+                    self._storage.describe(tile_path(tile_level, tile_index)),
+                    f"node ({level}, {index}) is not in a tree of size {size}",
+                ) from exc
+            levels = self._tile(ref, size).levels
+            if position >= len(levels[sublevel]):
+                raise LogIntegrityError(
+                    self._storage.describe(ref.path),
+                    f"tile too narrow for node ({level}, {index}) of tree size {size}",
+                )
+            return levels[sublevel][position]
+
+        return node
+
+    def _tile(self, ref: TileRef, size: int) -> _Tile:
+        path = ref.path
+        tile = self._cache.get(path)
+        if tile is not None:
+            return tile
+        raw = self._storage.get(path)
+        if raw is None:
+            raise LogIntegrityError(
+                self._storage.describe(path), f"tile missing (needed by tree size {size})"
+            )
+        if len(raw) != ref.byte_size:
+            raise LogIntegrityError(
+                self._storage.describe(path),
+                f"tile is {len(raw)} bytes; a tile of width {ref.width} is {ref.byte_size}",
+            )
+        tile = _Tile(raw, _expand(raw, ref.width))
+        self._cache.put(path, tile)
+        return tile
+
+    # -- loading and verifying stored state -------------------------------------------------
+
+    def _check_signer(self) -> None:
+        """Refuse a signer whose key name or key hash differs from the verifier's."""
+        signer, verifier = self._signer, self._verifier
+        if signer.name != verifier.name or bytes(signer.key_hash) != bytes(verifier.key_hash):
+            raise ConfigError(
+                f"the checkpoint signer ({signer.name}+{bytes(signer.key_hash).hex()}) and "
+                f"verifier ({verifier.name}+{bytes(verifier.key_hash).hex()}) are different keys"
+            )
+
+    def _check_signer_key(self, current: Checkpoint) -> None:
+        """Prove the signer holds the verifier's private key before it signs anything new.
+
+        It re-signs the body of the checkpoint just verified (a tree head this log
+        already committed to, so the signature commits to nothing new) and checks
+        the signature with the verifier.
+        """
+        body = format_checkpoint(current.origin, current.size, current.root_hash).encode()
+        try:
+            self._verifier.verify(body, self._signer.sign(body))
+        except VerificationError as exc:
+            raise ConfigError(
+                f"the checkpoint signer's signatures do not verify with the verifier for "
+                f"{self._verifier.name}: the two keys do not match ({exc})"
+            ) from exc
+
+    def _load_state(self) -> tuple[_Edge, Checkpoint]:
+        """Read and verify the stored checkpoint and rebuild the right edge from tiles."""
+        storage = self._storage
+        where = storage.describe(CHECKPOINT_KEY)
+        note = storage.read_checkpoint()
+        if note is None:
+            raise LogIntegrityError(
+                where, "no checkpoint: the log was never created here (TransparencyLog.create)"
+            )
+        try:
+            text, _ = open_note(note, [self._verifier])
+        except VerificationError as exc:
+            raise LogIntegrityError(
+                where,
+                f"checkpoint signature does not verify with the configured key "
+                f"{self._verifier.name}+{bytes(self._verifier.key_hash).hex()}: {exc}",
+            ) from exc
+        try:
+            body = parse_checkpoint(text)
+        except VerificationError as exc:
+            raise LogIntegrityError(where, str(exc)) from exc
+        if body.origin != self._origin:
+            raise LogIntegrityError(
+                where,
+                f"checkpoint origin is {body.origin!r}, but this log's origin is {self._origin!r}",
+            )
+        size = body.size
+        node = self._node_reader(size)
+        rng = CompactRange.from_hashes(size, [node(lv, ix) for lv, ix in range_nodes(size)])
+        if rng.root() != body.root_hash:
+            partials = ", ".join(
+                storage.describe(tile_path(t, (size >> (TILE_HEIGHT * t)) // TILE_WIDTH, w))
+                for t in range(tile_levels(size))
+                if (w := partial_width(t, size))
+            )
+            raise LogIntegrityError(
+                where,
+                f"the tiles do not add up to the checkpoint: the root recomputed from the "
+                f"tiles at the right edge ({partials or 'full tiles only'}) is "
+                f"{rng.root().hex()}, the checkpoint says {body.root_hash.hex()}",
+            )
+        self._verify_full_edge(size, node)
+
+        edge = _Edge(size, rng)
+        for level in range(tile_levels(size)):
+            width = partial_width(level, size)
+            if width:
+                count = size >> (TILE_HEIGHT * level)
+                ref = TileRef(level, count // TILE_WIDTH, width)
+                edge.tiles.append(bytearray(self._tile(ref, size).raw))
+            else:
+                edge.tiles.append(bytearray())
+        width = size % TILE_WIDTH
+        if width:
+            path = entries_path(size // TILE_WIDTH, width)
+            data = storage.get(path)
+            if data is None:
+                raise LogIntegrityError(storage.describe(path), "entry bundle missing")
+            try:
+                decode_bundle(data, width)
+            except InvalidRequest as exc:
+                raise LogIntegrityError(storage.describe(path), str(exc)) from exc
+            edge.bundle = bytearray(data)
+        return edge, Checkpoint(self._origin, size, body.root_hash, note)
+
+    def _verify_full_edge(self, size: int, node: Callable[[int, int], bytes]) -> None:
+        """Check the most recent full tile of each level against its parent hash."""
+        for level in range(tile_levels(size) - 1):
+            count = size >> (TILE_HEIGHT * level)
+            if count < TILE_WIDTH:
+                continue
+            index = count // TILE_WIDTH - 1
+            ref = TileRef(level, index)
+            tile_root = self._tile(ref, size).levels[TILE_HEIGHT][0]
+            parent = node(TILE_HEIGHT * (level + 1), index)
+            if tile_root != parent:
+                parent_ref = tile_for(level + 1, index // TILE_WIDTH, size)
+                raise LogIntegrityError(
+                    self._storage.describe(ref.path),
+                    f"tile hashes to {tile_root.hex()}, but its parent tile "
+                    f"{self._storage.describe(parent_ref.path)} records {parent.hex()}",
+                )
+
+    # -- the sequencer ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._process(batch)
+        except BaseException as exc:  # a bug: never leave futures hanging
+            _log.exception("log %s: sequencer crashed", self._origin)
+            self._stop(
+                exc
+                if isinstance(exc, SigstackError)
+                else Unavailable(f"the log's sequencer crashed: {exc!r}")
+            )
+
+    def _next_batch(self) -> list[_Pending] | None:
+        policy = self._policy
+        with self._cond:
+            while not self._pending:
+                if self._closing or self._fatal is not None:
+                    return None
+                self._cond.wait()
+            deadline = self._pending[0].arrival + policy.max_age
+            while len(self._pending) < policy.max_size and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            take = min(len(self._pending), policy.max_size)
+            return [self._pending.popleft() for _ in range(take)]
+
+    def _process(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        if self._needs_recovery and not self._recover():
+            if self._fatal is not None:
+                error: SigstackError = Unavailable(f"the log stopped: {self._fatal}")
+            else:
+                error = StorageError(
+                    "the log's storage is failing; the entry was not logged, retry later"
+                )
+            with self._cond:
+                if self._closing:  # shutting down: do not retry batch after batch
+                    live += self._pending
+                    self._pending.clear()
+            for p in live:
+                if p.future.running() or p.future.set_running_or_notify_cancel():
+                    p.future.set_exception(error)
+            self._wakeup.wait(self._backoff)
+            return
+        try:
+            results = self._integrate(live)
+        except Exception as exc:
+            _log.error("log %s: batch of %d entries failed: %s", self._origin, len(live), exc)
+            error = (
+                exc
+                if isinstance(exc, StorageError)
+                else StorageError(f"the entry was not logged: {exc}")
+            )
+            if error is not exc:
+                error.__cause__ = exc
+            for p in live:
+                p.future.set_exception(error)
+            self._needs_recovery = True
+            self._recover()
+            return
+        for p, result in zip(live, results, strict=True):
+            p.future.set_result(result)
+
+    def _integrate(self, batch: list[_Pending]) -> list[Integrated]:
+        """Steps 2-6 of the commit protocol for one batch (see the module docstring)."""
+        edge = self._edge
+        current = self._current
+        assert edge is not None and current is not None
+        start = edge.size
+        leaves = [leaf_hash(p.entry.leaf) for p in batch]
+        nodes = edge.rng.extend(leaves)
+        end = nodes.end
+
+        writes: dict[str, bytes] = {}
+        for level in range(tile_levels(end)):
+            if level == len(edge.tiles):
+                edge.tiles.append(bytearray())
+            new = nodes.at_level(TILE_HEIGHT * level)
+            if new:
+                _append_items(
+                    edge.tiles[level],
+                    start >> (TILE_HEIGHT * level),
+                    new,
+                    functools.partial(tile_path, level),
+                    writes,
+                )
+        # Records were size-checked by submit(): a uint16 length prefix each.
+        records = [len(p.record).to_bytes(2, "big") + p.record for p in batch]
+        _append_items(edge.bundle, start, records, entries_path, writes)
+
+        root = edge.rng.root()
+        proofs = nodes.inclusion_proofs()
+        try:
+            verify_inclusion(leaves[-1], end - 1, end, proofs[-1], root)
+        except VerificationError as exc:  # pragma: no cover - internal invariant
+            raise LogIntegrityError(
+                self._storage.describe(CHECKPOINT_KEY), f"refusing to sign: {exc}"
+            ) from exc
+
+        self._storage.put_many(writes)
+        note = sign_note(format_checkpoint(self._origin, end, root), [self._signer])
+        self._storage.swap_checkpoint(current.note, note)
+
+        checkpoint = Checkpoint(self._origin, end, root, note)
+        edge.size = end
+        self._current = checkpoint
+        self._backoff = 0.0
+        return [Integrated(start + i, checkpoint, proof) for i, proof in enumerate(proofs)]
+
+    def _recover(self) -> bool:
+        """Re-derive state from the durable checkpoint; True when the log can go on."""
+        self._cache.clear()
+        try:
+            edge, current = self._load_state()
+            # Whatever checkpoint readers may have seen must be durable before the
+            # tree grows past it (the failed swap may have left it visible only).
+            self._storage.swap_checkpoint(current.note, current.note)
+        except LogIntegrityError as exc:
+            _log.error("log %s: stored state does not add up, stopping: %s", self._origin, exc)
+            self._stop(exc)
+            return False
+        except Exception as exc:
+            self._backoff = min(max(self._backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
+            _log.warning(
+                "log %s: recovery failed (%s); retrying in %.2fs", self._origin, exc, self._backoff
+            )
+            return False
+        self._edge, self._current = edge, current
+        self._needs_recovery = False
+        _log.info("log %s: recovered at size %d", self._origin, current.size)
+        return True
+
+    def _stop(self, error: SigstackError) -> None:
+        """Stop for good: fail everything pending and refuse new entries."""
+        with self._cond:
+            if self._fatal is None:
+                self._fatal = error
+            pending = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        failure = Unavailable(f"the log {self._origin} stopped: {error}")
+        for p in pending:
+            if p.future.set_running_or_notify_cancel():
+                p.future.set_exception(failure)

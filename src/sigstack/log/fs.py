@@ -1,0 +1,221 @@
+"""Filesystem log storage (POSIX).
+
+Layout: ``<root>/checkpoint`` and ``<root>/<key>`` for every object, so ``root``
+can be served as static files by any web server (``tile/0/x001/234``,
+``tile/0/x001/234.p/17``, ``tile/entries/000``...). Files are 0644 (the data is
+public), directories 0755, both subject to the umask.
+
+Contract (see :mod:`sigstack.log.storage`), and how it is met:
+
+* Atomic replacement: every object and the checkpoint are written to a
+  uniquely named temporary file in the target's own directory (names start
+  with ``.``, which no key can), ``fsync``-ed, then renamed over the target with
+  ``os.replace``. Readers see the old or the new file, never a partial one.
+* Durability: ``put_many`` fsyncs every file, renames them, then fsyncs each
+  directory that received a rename; new directories are created one level at
+  a time and their parent fsynced. When ``put_many`` or ``swap_checkpoint``
+  returns, the data and the names survive power loss (on filesystems that
+  honour ``fsync``; do not mount with ``nobarrier`` or similar).
+* Compare-and-swap: ``swap_checkpoint`` holds an in-process lock and an
+  exclusive ``flock`` on ``<root>/.checkpoint.lock`` while it compares and
+  replaces, so it is atomic across processes sharing the directory.
+* Single writer: ``acquire_writer`` takes a non-blocking exclusive ``flock`` on
+  ``<root>/.writer.lock`` and keeps it until ``release_writer`` (or process
+  exit); a second writer gets ``Conflict`` instead of corrupting the log. It
+  creates ``root`` (durably) if it does not exist yet.
+
+Errors are :class:`StorageError` naming the file; a directory where a file
+should be is a :class:`StateError`. Temporary files left by a crash are
+harmless (hidden, never read) and may be deleted at any time while no writer
+runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from sigstack.core.errors import Conflict, StateError, StorageError
+from sigstack.log.storage import CHECKPOINT_KEY, LogStorage, validate_key
+
+_FILE_MODE = 0o644
+_DIR_MODE = 0o755
+_WRITER_LOCK = ".writer.lock"
+_CHECKPOINT_LOCK = ".checkpoint.lock"
+
+
+class FilesystemStorage(LogStorage):
+    """A log stored in a directory tree; see the module docstring for guarantees."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._known_dirs: set[Path] = set()
+        self._dir_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._writer_fd: int | None = None
+
+    def describe(self, key: str) -> str:
+        return str(self.root / key)
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        return self._read(self.root / validate_key(key))
+
+    def read_checkpoint(self) -> bytes | None:
+        return self._read(self.root / CHECKPOINT_KEY)
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except IsADirectoryError as exc:
+            raise StateError(path, "is a directory where a log object was expected") from exc
+        except OSError as exc:
+            raise StorageError(f"could not read {path}: {exc.strerror or exc}") from exc
+
+    # -- writes ---------------------------------------------------------------------
+
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        targets = [(self.root / validate_key(key), data) for key, data in items.items()]
+        staged: list[tuple[Path, Path]] = []
+        current = self.root
+        try:
+            for path, data in targets:
+                current = path
+                self._ensure_dir(path.parent)
+                staged.append((self._write_temp(path, data), path))
+            dirs: dict[Path, None] = {}
+            while staged:
+                tmp, path = staged[0]
+                current = path
+                os.replace(tmp, path)
+                staged.pop(0)
+                dirs[path.parent] = None
+            for directory in dirs:
+                current = directory
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise StorageError(f"could not write {current}: {exc.strerror or exc}") from exc
+        finally:
+            for tmp, _ in staged:
+                _unlink_quietly(tmp)
+
+    def swap_checkpoint(self, old: bytes | None, new: bytes) -> None:
+        path = self.root / CHECKPOINT_KEY
+        with self._swap_lock:
+            try:
+                self._ensure_dir(self.root)
+                fd = os.open(self.root / _CHECKPOINT_LOCK, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            except OSError as exc:
+                raise StorageError(
+                    f"could not lock {self.root / _CHECKPOINT_LOCK}: {exc.strerror or exc}"
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                current = self._read(path)
+                if current != old:
+                    raise Conflict(
+                        f"{path} is not the checkpoint this writer last saw; "
+                        "another writer changed the log"
+                    )
+                tmp = self._write_temp(path, new)
+                try:
+                    os.replace(tmp, path)
+                except OSError:
+                    _unlink_quietly(tmp)
+                    raise
+                _fsync_dir(self.root)
+            except OSError as exc:
+                raise StorageError(f"could not write {path}: {exc.strerror or exc}") from exc
+            finally:
+                os.close(fd)  # also releases the flock
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def _ensure_dir(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents, fsyncing each new entry's parent."""
+        if directory in self._known_dirs:
+            return
+        with self._dir_lock:
+            missing: list[Path] = []
+            probe = directory
+            while not probe.is_dir():
+                missing.append(probe)
+                if probe.parent == probe:
+                    break
+                probe = probe.parent
+            for new in reversed(missing):
+                try:
+                    new.mkdir(mode=_DIR_MODE)
+                except FileExistsError:
+                    if not new.is_dir():
+                        raise StateError(new, "exists but is not a directory") from None
+                _fsync_dir(new.parent)
+            self._known_dirs.add(directory)
+
+    # -- writer lease ---------------------------------------------------------------
+
+    def acquire_writer(self) -> None:
+        lock = self.root / _WRITER_LOCK
+        with self._swap_lock:
+            if self._writer_fd is not None:
+                raise Conflict(f"{self.root} is already opened for writing by this storage object")
+            try:
+                self._ensure_dir(self.root)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+            except OSError as exc:
+                raise StorageError(f"could not open {lock}: {exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Conflict(
+                    f"another process or log instance is writing the log in {self.root} "
+                    f"(lock {lock} is held); stop it first"
+                ) from None
+            except OSError as exc:
+                os.close(fd)
+                raise StorageError(f"could not lock {lock}: {exc.strerror or exc}") from exc
+            self._writer_fd = fd
+
+    def release_writer(self) -> None:
+        with self._swap_lock:
+            fd, self._writer_fd = self._writer_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,186 @@
+"""In-memory log storage for tests, with fault injection.
+
+Contract (see :mod:`sigstack.log.storage`): a dict guarded by a lock. "Durable"
+means "in the dict": nothing survives the process, which is what tests want.
+Each object is replaced atomically (a dict assignment under the lock);
+``put_many`` writes objects one by one in the mapping's order, so a fault in the
+middle leaves a prefix written, exactly the partial outcome a real backend may
+produce. ``swap_checkpoint`` is a true compare-and-swap under the lock.
+
+Fault injection: ``fault`` is consulted before every operation with
+``(operation, key)``, where operation is ``"get"``, ``"put"`` (once per object of
+``put_many``), ``"read_checkpoint"`` or ``"swap_checkpoint"`` (key
+``"checkpoint"``). It returns ``None`` to let the operation proceed, or a
+:class:`Fault`:
+
+* ``Fault.FAIL``: raise :class:`StorageError` and do not perform the operation
+  ("failed, not persisted");
+* ``Fault.FAIL_PERSISTED``: perform the write, then raise :class:`StorageError`
+  ("failed but persisted"); for reads it behaves like ``FAIL``.
+
+:class:`FaultPlan` is a ready-made hook for the common cases.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Mapping
+
+from sigstack.core.errors import Conflict, StorageError
+from sigstack.log.storage import CHECKPOINT_KEY, LogStorage, validate_key
+
+
+class Fault(enum.Enum):
+    """What an injected fault does."""
+
+    FAIL = "fail"
+    """Raise without performing the operation (failed, not persisted)."""
+
+    FAIL_PERSISTED = "fail-persisted"
+    """Perform the write, then raise (failed but persisted)."""
+
+
+FaultHook = Callable[[str, str], Fault | None]
+"""``hook(operation, key) -> Fault | None``."""
+
+
+class FaultPlan:
+    """A fault hook that fires on matching operations.
+
+    ``FaultPlan(fault, operation="put", key_prefix="tile/0/", after=0, times=1)``
+    lets ``after`` matching operations through, then injects ``fault`` into the
+    next ``times`` matching ones (``times=None``: forever). ``fired`` counts
+    injections. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        fault: Fault,
+        operation: str | None = None,
+        key_prefix: str = "",
+        after: int = 0,
+        times: int | None = 1,
+    ) -> None:
+        self.fault = fault
+        self.operation = operation
+        self.key_prefix = key_prefix
+        self._skip = after
+        self._left = times
+        self.fired = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, operation: str, key: str) -> Fault | None:
+        if self.operation is not None and operation != self.operation:
+            return None
+        if not key.startswith(self.key_prefix):
+            return None
+        with self._lock:
+            if self._skip > 0:
+                self._skip -= 1
+                return None
+            if self._left is not None:
+                if self._left <= 0:
+                    return None
+                self._left -= 1
+            self.fired += 1
+            return self.fault
+
+
+class MemoryStorage(LogStorage):
+    """Dict-backed :class:`LogStorage` for tests; see the module docstring."""
+
+    def __init__(self, fault: FaultHook | None = None) -> None:
+        self.fault = fault
+        self._objects: dict[str, bytes] = {}
+        self._checkpoint: bytes | None = None
+        self._lock = threading.Lock()
+        self._writer = False
+        self.writes = 0
+        """Objects written so far (checkpoint swaps included); for tests."""
+
+    # -- faults ---------------------------------------------------------------------
+
+    def _check(self, operation: str, key: str) -> Fault | None:
+        hook = self.fault
+        fault = hook(operation, key) if hook is not None else None
+        if fault is Fault.FAIL or (fault is Fault.FAIL_PERSISTED and operation in _READS):
+            raise StorageError(f"injected fault: {operation} {key} failed (not persisted)")
+        return fault
+
+    @staticmethod
+    def _after(fault: Fault | None, operation: str, key: str) -> None:
+        if fault is Fault.FAIL_PERSISTED:
+            raise StorageError(f"injected fault: {operation} {key} failed (but was persisted)")
+
+    # -- LogStorage -----------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        validate_key(key)
+        self._check("get", key)
+        with self._lock:
+            return self._objects.get(key)
+
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        for key in items:
+            validate_key(key)
+        for key, data in items.items():
+            fault = self._check("put", key)
+            with self._lock:
+                self._objects[key] = bytes(data)
+                self.writes += 1
+            self._after(fault, "put", key)
+
+    def read_checkpoint(self) -> bytes | None:
+        self._check("read_checkpoint", CHECKPOINT_KEY)
+        with self._lock:
+            return self._checkpoint
+
+    def swap_checkpoint(self, old: bytes | None, new: bytes) -> None:
+        fault = self._check("swap_checkpoint", CHECKPOINT_KEY)
+        with self._lock:
+            if self._checkpoint != old:
+                raise Conflict(
+                    "the stored checkpoint is not the one this writer last saw; "
+                    "another writer changed the log"
+                )
+            self._checkpoint = bytes(new)
+            self.writes += 1
+        self._after(fault, "swap_checkpoint", CHECKPOINT_KEY)
+
+    def acquire_writer(self) -> None:
+        with self._lock:
+            if self._writer:
+                raise Conflict("another log instance is already writing to this memory storage")
+            self._writer = True
+
+    def release_writer(self) -> None:
+        with self._lock:
+            self._writer = False
+
+    def describe(self, key: str) -> str:
+        return f"memory:{key}"
+
+    # -- test helpers ---------------------------------------------------------------
+
+    def keys(self) -> list[str]:
+        """Every object key, sorted."""
+        with self._lock:
+            return sorted(self._objects)
+
+    def set_object(self, key: str, data: bytes | None) -> None:
+        """Overwrite or delete an object behind the engine's back (tamper tests)."""
+        validate_key(key)
+        with self._lock:
+            if data is None:
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = bytes(data)
+
+    def set_checkpoint(self, data: bytes | None) -> None:
+        """Overwrite the checkpoint behind the engine's back (tamper tests)."""
+        with self._lock:
+            self._checkpoint = None if data is None else bytes(data)
+
+
+_READS = frozenset({"get", "read_checkpoint"})

@@ -1,0 +1,107 @@
+"""The storage contract the log engine relies on, and key validation.
+
+A log is a set of immutable-by-name objects (tiles and entry bundles, keyed by
+their C2SP path such as ``tile/0/x001/234`` or ``tile/entries/000.p/7``) plus one
+mutable object, the checkpoint. Every driver (:mod:`sigstack.log.fs`,
+:mod:`sigstack.log.memory`, future object stores) implements :class:`LogStorage`
+and MUST honour this contract, which the engine's crash safety is built on:
+
+Durability
+    ``put_many`` returns only once every object it was given is durable (survives
+    a crash or power loss). ``swap_checkpoint`` returns only once the new
+    checkpoint is durable.
+
+Atomicity
+    Each object is replaced atomically: a reader (this process or another) sees
+    the old bytes or the new bytes, never a mix, a prefix or an empty object.
+    ``put_many`` as a whole is NOT atomic: if it raises, any subset of its objects
+    may have been written (each one whole). The engine copes because a checkpoint
+    is only written after ``put_many`` succeeded, and because an object's content
+    is a pure function of the entries of the checkpoint that covers it.
+
+Compare-and-swap
+    ``swap_checkpoint(old, new)`` replaces the checkpoint only if the stored one is
+    byte-for-byte ``old`` (``None``: no checkpoint yet), and raises
+    :class:`~sigstack.core.errors.Conflict` otherwise, leaving it untouched.
+
+Single writer
+    ``acquire_writer`` takes an exclusive lease on the log for one engine (across
+    processes where the backend can), raising ``Conflict`` if another holder has
+    it; ``release_writer`` gives it back. Reads need no lease.
+
+Errors
+    Backend failures raise :class:`~sigstack.core.errors.StorageError` (or
+    ``StateError`` for local files), naming the object or file at fault. A failed
+    write may or may not have been persisted; callers must re-read to know.
+
+Keys are relative C2SP paths: lowercase ``[a-z0-9._-]`` segments separated by
+``/``, no empty, ``.`` or ``..`` segments, no segment starting with ``.``, at most
+255 characters. ``checkpoint`` is reserved for the checkpoint and is refused by
+``get``/``put_many``.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from sigstack.core.errors import InvalidRequest
+
+CHECKPOINT_KEY = "checkpoint"
+"""Name of the checkpoint object (read and written only through the checkpoint calls)."""
+
+MAX_KEY_LENGTH = 255
+
+_SEGMENT = re.compile(r"[a-z0-9_-][a-z0-9._-]*")
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a valid object key, else raise :class:`InvalidRequest`."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidRequest(f"storage key {key!r} is empty or too long")
+    if key == CHECKPOINT_KEY:
+        raise InvalidRequest("the checkpoint is read and written with the checkpoint calls only")
+    for segment in key.split("/"):
+        if not _SEGMENT.fullmatch(segment):
+            raise InvalidRequest(
+                f"storage key {key!r} has an invalid segment {segment!r} "
+                "(allowed: [a-z0-9._-], not empty, not starting with '.')"
+            )
+    return key
+
+
+class LogStorage(ABC):
+    """Where a transparency log keeps its tiles, bundles and checkpoint.
+
+    See the module docstring for the durability, atomicity and compare-and-swap
+    contract every implementation must honour. Implementations are thread-safe.
+    """
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The object stored under ``key``, or ``None`` if there is none."""
+
+    @abstractmethod
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        """Store every object durably; each one replaced atomically (see contract)."""
+
+    @abstractmethod
+    def read_checkpoint(self) -> bytes | None:
+        """The current checkpoint, or ``None`` if no log was ever created here."""
+
+    @abstractmethod
+    def swap_checkpoint(self, old: bytes | None, new: bytes) -> None:
+        """Durably replace the checkpoint if it is ``old``; raise ``Conflict`` otherwise."""
+
+    @abstractmethod
+    def acquire_writer(self) -> None:
+        """Take the exclusive writer lease, or raise ``Conflict`` if someone holds it."""
+
+    @abstractmethod
+    def release_writer(self) -> None:
+        """Give the writer lease back (idempotent)."""
+
+    def describe(self, key: str) -> str:
+        """Where ``key`` lives, for error messages (a file path, a URL...)."""
+        return key
