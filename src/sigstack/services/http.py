@@ -1,0 +1,227 @@
+"""Thin HTTP conventions shared by every sigstack service.
+
+Each service has three layers: ``config`` (documented, fails closed), ``service``
+(domain logic, no web framework) and ``api`` (this module's helpers mapping
+requests to service calls and ``SigstackError`` subclasses to status codes).
+
+Every app built with :func:`create_app` serves, besides its own routes:
+
+* ``GET /healthz``: 200 ``{"status": "ok"}`` when the service's health check passes,
+  503 with the reason otherwise. The supervisor gates readiness on it.
+* ``GET /openapi.json``: the service's OpenAPI 3.1 document.
+* ``GET /metrics``: Prometheus metrics (request counts and latencies by route).
+
+Errors are answered as ``{"code": <status>, "message": "<what was wrong>"}``, the
+shape upstream Sigstore services use and clients parse. Unexpected exceptions are
+logged with their traceback and answered 500 with a generic message: internals and
+secrets never reach the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sigstack.core.errors import InvalidRequest, Overloaded, PayloadTooLarge, SigstackError
+
+log = logging.getLogger("sigstack.http")
+
+HealthCheck = Callable[[], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
+
+DEFAULT_BODY_LIMIT = 1 << 20  # 1 MiB unless a route says otherwise
+
+REQUESTS = Counter(
+    "sigstack_http_requests_total",
+    "HTTP requests answered, by service, route and status code.",
+    ["service", "route", "status"],
+)
+LATENCY = Histogram(
+    "sigstack_http_request_seconds",
+    "HTTP request latency by service and route.",
+    ["service", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A compact JSON response."""
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(exc: SigstackError) -> Response:
+    """Map a ``SigstackError`` to its status code and a ``{code, message}`` body."""
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after)
+    return json_response(
+        {"code": exc.http_status, "message": exc.message}, exc.http_status, headers
+    )
+
+
+async def read_body(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without buffering them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+        except ValueError as exc:
+            raise InvalidRequest("Content-Length is not a number") from exc
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> Any:
+    """The request body parsed as JSON, or ``InvalidRequest`` saying why not."""
+    body = await read_body(request, limit)
+    if not body:
+        raise InvalidRequest("request body is empty; expected JSON")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+def openapi_document(
+    title: str, description: str, paths: dict[str, Any], version: str | None = None
+) -> dict[str, Any]:
+    """An OpenAPI 3.1 document with the error schema every service shares."""
+    from sigstack import __version__
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version or __version__, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "integer"},
+                        "message": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+
+
+class _Metrics:
+    """ASGI middleware counting requests and timing them by route template."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            REQUESTS.labels(self.service, path, str(status_holder["status"])).inc()
+            LATENCY.labels(self.service, path).observe(time.perf_counter() - start)
+
+
+def create_app(
+    service_name: str,
+    routes: Sequence[BaseRoute],
+    *,
+    openapi: dict[str, Any],
+    health: HealthCheck | None = None,
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
+) -> ASGIApp:
+    """Build a service's ASGI app with health, OpenAPI, metrics and error mapping."""
+
+    async def healthz(_: Request) -> Response:
+        if health is not None:
+            try:
+                await health()
+            except SigstackError as exc:
+                return json_response({"status": "unavailable", "reason": exc.message}, 503)
+        return json_response({"status": "ok"})
+
+    async def openapi_route(_: Request) -> Response:
+        return json_response(openapi)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def sigstack_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SigstackError)
+        if exc.http_status >= 500:
+            log.warning("%s: %s", service_name, exc.message)
+        return error_response(exc)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return json_response(
+            {"code": exc.status_code, "message": exc.detail or "error"}, exc.status_code
+        )
+
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("%s: unexpected error", service_name, exc_info=exc)
+        return json_response({"code": 500, "message": "internal server error"}, 500)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        for hook in on_startup:
+            await hook()
+        try:
+            yield
+        finally:
+            for hook in on_shutdown:
+                await hook()
+
+    app = Starlette(
+        routes=[
+            *routes,
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi_route, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={
+            SigstackError: sigstack_error,
+            HTTPException: http_error,
+            Exception: unexpected,
+        },
+        lifespan=lifespan,
+    )
+    return _Metrics(app, service_name)
