@@ -1,0 +1,351 @@
+"""HTTP mapping of the CT log service (RFC 6962 section 4 and c2sp.org/static-ct-api).
+
+Submission and RFC 6962 reads (JSON):
+
+* ``POST /ct/v1/add-chain``      ``{"chain": [b64 DER, ...]}`` -> 200 SCT
+* ``POST /ct/v1/add-pre-chain``  ``{"chain": [b64 DER, ...]}`` -> 200 SCT
+* ``GET  /ct/v1/get-roots``      -> ``{"certificates": [b64 DER, ...]}``
+* ``GET  /ct/v1/get-sth``        -> ``{tree_size, timestamp, sha256_root_hash,
+  tree_head_signature}``
+* ``GET  /ct/v1/get-sth-consistency?first=&second=`` -> ``{"consistency": [b64...]}``
+
+Monitoring (static-ct-api layout, monitoring prefix = submission prefix):
+``GET /checkpoint``, ``GET /tile/<L>/<N>[.p/<W>]``, ``GET /tile/data/<N>[.p/<W>]``
+(TileLeaf records), ``GET /issuer/<hex sha256>``. RFC 6962 ``get-entries`` and
+``get-proof-by-hash`` are not served: monitors read the tiles.
+
+Plus ``/healthz`` (503 while the log is closed or its checkpoint does not verify),
+``/openapi.json`` and ``/metrics`` from :func:`sigstack.services.http.create_app`.
+Reads that may touch storage run in a worker thread, never on the event loop.
+
+Guarantees: request bodies are capped at ``config.max_body_bytes`` (413 above it);
+every malformed request is answered 400 with a message naming the field at fault
+(``chain[3] is not valid base64``); errors use the shared ``{"code", "message"}``
+body. This module holds no domain logic: it decodes, calls the service, encodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from sigstack.core.errors import InvalidRequest
+from sigstack.services import http
+from sigstack.services.ctlog.service import CTLogService
+
+SERVICE_NAME = "ctlog"
+PREFIX = "/ct/v1"
+
+
+def parse_chain_request(body: Any, max_length: int) -> list[bytes]:
+    """Decode an ``add-(pre-)chain`` body into DER certificates, leaf first."""
+    if not isinstance(body, dict):
+        raise InvalidRequest('request body must be a JSON object {"chain": [...]}')
+    if "chain" not in body:
+        raise InvalidRequest('request body has no "chain" field')
+    chain = body["chain"]
+    if not isinstance(chain, list):
+        raise InvalidRequest('"chain" must be a list of base64-encoded DER certificates')
+    if not chain:
+        raise InvalidRequest("chain is empty: submit the certificate followed by its issuers")
+    if len(chain) > max_length:
+        raise InvalidRequest(
+            f"chain has {len(chain)} certificates; this log accepts at most {max_length}"
+        )
+    out: list[bytes] = []
+    for i, item in enumerate(chain):
+        if not isinstance(item, str):
+            raise InvalidRequest(f"chain[{i}] must be a base64 string, not {type(item).__name__}")
+        try:
+            der = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequest(f"chain[{i}] is not valid base64: {exc}") from exc
+        if not der:
+            raise InvalidRequest(f"chain[{i}] is empty")
+        out.append(der)
+    return out
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+_MAX_U64 = (1 << 64) - 1
+
+
+def _size_param(request: Request, name: str) -> int:
+    """A tree-size query parameter: a decimal uint64."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        raise InvalidRequest(f"query parameter {name!r} is required")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 20 or int(raw) > _MAX_U64:
+        raise InvalidRequest(f"query parameter {name!r} must be a decimal tree size")
+    return int(raw)
+
+
+_CHAIN_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["chain"],
+                "properties": {
+                    "chain": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "contentEncoding": "base64"},
+                        "description": "DER certificates, base64, leaf first; the last "
+                        "one is an accepted root or is issued by one.",
+                    }
+                },
+            }
+        }
+    },
+}
+
+_SCT_SCHEMA = {
+    "type": "object",
+    "required": ["sct_version", "id", "timestamp", "extensions", "signature"],
+    "properties": {
+        "sct_version": {"type": "integer", "const": 0},
+        "id": {"type": "string", "description": "base64 LogID (SHA-256 of the log's SPKI)"},
+        "timestamp": {"type": "integer", "description": "milliseconds since the epoch"},
+        "extensions": {"type": "string", "description": "base64 CtExtensions"},
+        "signature": {"type": "string", "description": "base64 TLS DigitallySigned"},
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _submission(summary: str, rfc_section: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": f"RFC 6962 section {rfc_section}. The SCT is returned only "
+            "once the entry is durably in the log (zero merge delay).",
+            "requestBody": _CHAIN_BODY,
+            "responses": {
+                "200": {
+                    "description": "the SCT",
+                    "content": {"application/json": {"schema": _SCT_SCHEMA}},
+                },
+                "400": _error("malformed request or a chain that does not validate"),
+                "413": _error("request body too large"),
+                "503": _error("the log is overloaded or not serving; retry"),
+            },
+        }
+    }
+
+
+def _static(summary: str, media_type: str, param: str | None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": {"description": summary, "content": {media_type: {}}},
+            "400": _error("malformed path"),
+            "404": _error("not covered by the current checkpoint"),
+        },
+    }
+    if param is not None:
+        op["parameters"] = [
+            {"name": param, "in": "path", "required": True, "schema": {"type": "string"}}
+        ]
+    return {"get": op}
+
+
+OPENAPI = http.openapi_document(
+    "sigstack CT log",
+    "RFC 6962 certificate transparency log (submission API); the Merkle tree and "
+    "checkpoints follow c2sp.org/static-ct-api.",
+    {
+        f"{PREFIX}/add-chain": _submission("Log a certificate chain", "4.1"),
+        f"{PREFIX}/add-pre-chain": _submission("Log a precertificate chain", "4.2"),
+        f"{PREFIX}/get-roots": {
+            "get": {
+                "summary": "Accepted root certificates",
+                "description": "RFC 6962 section 4.7.",
+                "responses": {
+                    "200": {
+                        "description": "base64 DER roots",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["certificates"],
+                                    "properties": {
+                                        "certificates": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        f"{PREFIX}/get-sth-consistency": {
+            "get": {
+                "summary": "Consistency proof between two tree sizes",
+                "description": "RFC 6962 section 4.4.",
+                "parameters": [
+                    {"name": n, "in": "query", "required": True, "schema": {"type": "integer"}}
+                    for n in ("first", "second")
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the proof, base64 hashes",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["consistency"],
+                                    "properties": {
+                                        "consistency": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("sizes missing, malformed or beyond the tree"),
+                },
+            }
+        },
+        "/checkpoint": _static(
+            "Latest checkpoint (static-ct-api)", "text/plain; charset=utf-8", None
+        ),
+        "/tile/{path}": _static(
+            "Merkle hash tile tile/<L>/<N>[.p/<W>] (static-ct-api)",
+            "application/octet-stream",
+            "path",
+        ),
+        "/tile/data/{path}": _static(
+            "Data tile of TileLeaf records tile/data/<N>[.p/<W>] (static-ct-api)",
+            "application/octet-stream",
+            "path",
+        ),
+        "/issuer/{fingerprint}": _static(
+            "Issuer certificate by lowercase hex SHA-256 (static-ct-api)",
+            "application/pkix-cert",
+            "fingerprint",
+        ),
+        f"{PREFIX}/get-sth": {
+            "get": {
+                "summary": "Latest signed tree head",
+                "description": "RFC 6962 section 4.3, derived from the stored checkpoint.",
+                "responses": {
+                    "200": {
+                        "description": "the signed tree head",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": [
+                                        "tree_size",
+                                        "timestamp",
+                                        "sha256_root_hash",
+                                        "tree_head_signature",
+                                    ],
+                                    "properties": {
+                                        "tree_size": {"type": "integer"},
+                                        "timestamp": {"type": "integer"},
+                                        "sha256_root_hash": {"type": "string"},
+                                        "tree_head_signature": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "503": _error("the log is not serving"),
+                },
+            }
+        },
+    },
+)
+
+
+def create_app(service: CTLogService) -> ASGIApp:
+    """The CT log's ASGI app. Shutting the app down closes the service's log."""
+    limit = service.config.max_body_bytes
+    max_length = service.config.max_chain_length
+
+    async def add_chain(request: Request) -> Response:
+        chain = parse_chain_request(await http.read_json(request, limit), max_length)
+        sct = await service.add_chain(chain)
+        return http.json_response(sct.to_json())
+
+    async def add_pre_chain(request: Request) -> Response:
+        chain = parse_chain_request(await http.read_json(request, limit), max_length)
+        sct = await service.add_pre_chain(chain)
+        return http.json_response(sct.to_json())
+
+    async def get_roots(_: Request) -> Response:
+        return http.json_response({"certificates": [_b64(d) for d in service.get_roots()]})
+
+    async def get_sth(_: Request) -> Response:
+        return http.json_response(
+            service.get_sth().to_json(), headers={"Cache-Control": "no-store"}
+        )
+
+    async def get_sth_consistency(request: Request) -> Response:
+        first = _size_param(request, "first")
+        second = _size_param(request, "second")
+        proof = await asyncio.to_thread(service.get_sth_consistency, first, second)
+        return http.json_response({"consistency": [_b64(h) for h in proof]})
+
+    async def checkpoint(_: Request) -> Response:
+        return Response(
+            service.read_checkpoint(),
+            media_type="text/plain; charset=utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def data_tile(request: Request) -> Response:
+        data = await asyncio.to_thread(service.read_data_tile, request.path_params["rest"])
+        return Response(data, media_type="application/octet-stream", headers=_IMMUTABLE)
+
+    async def hash_tile(request: Request) -> Response:
+        data = await asyncio.to_thread(service.read_tile, "tile/" + request.path_params["rest"])
+        return Response(data, media_type="application/octet-stream", headers=_IMMUTABLE)
+
+    async def issuer(request: Request) -> Response:
+        der = await asyncio.to_thread(service.get_issuer, request.path_params["fingerprint"])
+        return Response(der, media_type="application/pkix-cert", headers=_IMMUTABLE)
+
+    routes = [
+        Route(f"{PREFIX}/add-chain", add_chain, methods=["POST"]),
+        Route(f"{PREFIX}/add-pre-chain", add_pre_chain, methods=["POST"]),
+        Route(f"{PREFIX}/get-roots", get_roots, methods=["GET"]),
+        Route(f"{PREFIX}/get-sth", get_sth, methods=["GET"]),
+        Route(f"{PREFIX}/get-sth-consistency", get_sth_consistency, methods=["GET"]),
+        Route("/checkpoint", checkpoint, methods=["GET"]),
+        Route("/tile/data/{rest:path}", data_tile, methods=["GET"]),
+        Route("/tile/{rest:path}", hash_tile, methods=["GET"]),
+        Route("/issuer/{fingerprint}", issuer, methods=["GET"]),
+    ]
+    return http.create_app(
+        SERVICE_NAME,
+        routes,
+        openapi=OPENAPI,
+        health=service.check_health,
+        on_shutdown=[service.close],
+    )
