@@ -1,0 +1,853 @@
+"""The TUF repository that distributes sigstack's root of trust.
+
+A directory laid out for TUF clients with consistent snapshots (what sigstore-python,
+sigstore-js and cosign fetch)::
+
+    1.root.json 2.root.json ...   every root version ever published, never modified
+    root.json                     copy of the latest root (for ``--root URL/root.json``)
+    timestamp.json                the only other mutable file; written LAST (commit point)
+    {N}.snapshot.json             snapshot versions, never modified
+    {N}.targets.json              targets versions, never modified
+    targets/{sha256}.{name}       target files, content-addressed, never modified
+    .lock                         flock(2) serialising writers (not served)
+
+Metadata is built and signed with python-tuf's Metadata API and securesystemslib's
+``CryptoSigner``; this module adds the lifecycle around it. Guarantees:
+
+* **Verified on open, fail closed.** ``open`` checks the whole root chain (each
+  version signed by its predecessor's root keys and by its own, versions contiguous,
+  no stray higher version), that the keys handed in are exactly the ones the latest
+  root names for each role, then timestamp -> snapshot -> targets (signatures by the
+  keys root names, versions, lengths and hashes) and every target file. Anything
+  wrong raises ``StateError`` naming the file. Nothing is regenerated to paper over
+  damage; expiry is NOT an open error (``refresh`` exists to fix it).
+* **Crash-safe writes.** Every file is written to a temp file, fsynced, moved into
+  place and its directory fsynced. Immutable files are linked into place so an
+  existing one is never replaced (refused with ``StateError``). A change is written
+  bottom-up (target files, targets, snapshot, then timestamp.json), so a client (or
+  ``open``) at any instant sees the old consistent state or the new one. Versions of
+  targets and snapshot skip past any orphan left by a crash.
+* **No needless churn.** ``publish`` with unchanged content and ``refresh`` with
+  nothing near expiry write nothing: every file stays byte-identical.
+* **Roots never lapse.** ``refresh`` renews root as version N+1 with the same keys
+  when it nears expiry (see ``ExpiryPolicy``); clients chain-update N -> N+1, even
+  from an expired N. ``N.root.json`` is never rewritten.
+* **Single writer at a time.** Writers take an exclusive ``flock`` on ``.lock``; a
+  writer that finds the repository changed by another process since it last looked
+  re-verifies it from disk before writing.
+
+Not handled here (see the ops commands as they come): rotating a role's key,
+deleting old versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import fcntl
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+# Both libraries re-export these names without marking them explicit for mypy.
+from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
+from tuf.api.metadata import (  # type: ignore[attr-defined]
+    Metadata,
+    MetaFile,
+    Root,
+    Signed,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization import DeserializationError, SerializationError
+from tuf.api.serialization.json import JSONSerializer
+
+from sigstack.core.errors import (
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    StateError,
+    StorageError,
+    Unavailable,
+)
+from sigstack.services.tuf.config import (
+    ROLES,
+    ROOT,
+    SNAPSHOT,
+    TARGETS,
+    TIMESTAMP,
+    ExpiryPolicy,
+    TufKeys,
+)
+
+Clock = Callable[[], datetime]
+S = TypeVar("S", Root, Targets, Snapshot, Timestamp)
+
+ROOT_FILE = "root.json"
+TIMESTAMP_FILE = "timestamp.json"
+TARGETS_DIR = "targets"
+LOCK_FILE = ".lock"
+
+HASH_ALGORITHM = "sha256"
+MAX_TARGET_BYTES = 16 << 20
+MAX_TARGETS = 1000
+
+_TARGET_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
+_TARGET_NAME_RE = re.compile(_TARGET_NAME)
+_VERSIONED_RE = re.compile(r"(?P<version>[1-9][0-9]{0,17})\.(?P<role>root|snapshot|targets)\.json")
+_TARGET_FILE_RE = re.compile(r"(?P<digest>[0-9a-f]{64})\.(?P<name>" + _TARGET_NAME + ")")
+_TEMP_RE = re.compile(r"\..+\.tmp")
+
+_SERIALIZER = JSONSerializer(compact=False)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(when: datetime) -> datetime:
+    """``when`` in UTC to the second; naive datetimes are refused (no guessing zones)."""
+    if not isinstance(when, datetime) or when.utcoffset() is None:
+        raise ConfigError("TUF times must be timezone-aware datetimes (use datetime.now(UTC))")
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
+def check_target_name(name: str) -> None:
+    """Raise ``InvalidRequest`` unless ``name`` is a plain file name a client can fetch.
+
+    Letters, digits, ``.``, ``_`` and ``-``; starting with a letter or digit; at most
+    200 characters. No directories: ``trusted_root.json`` and
+    ``signing_config.v0.2.json`` are what Sigstore clients need.
+    """
+    if not isinstance(name, str) or _TARGET_NAME_RE.fullmatch(name) is None:
+        raise InvalidRequest(
+            f"TUF target name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (at most 200 characters, no directories)"
+        )
+
+
+def _check_targets(targets: Mapping[str, bytes]) -> dict[str, bytes]:
+    if not isinstance(targets, Mapping) or not targets:
+        raise InvalidRequest("a TUF repository needs at least one target")
+    if len(targets) > MAX_TARGETS:
+        raise InvalidRequest(f"at most {MAX_TARGETS} TUF targets are supported")
+    checked: dict[str, bytes] = {}
+    for name, data in targets.items():
+        check_target_name(name)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidRequest(f"TUF target {name!r} content must be bytes")
+        content = bytes(data)
+        if len(content) > MAX_TARGET_BYTES:
+            raise InvalidRequest(f"TUF target {name!r} exceeds {MAX_TARGET_BYTES} bytes")
+        checked[name] = content
+    return checked
+
+
+def target_file_name(target: TargetFile) -> str:
+    """Where a consistent-snapshot client fetches ``target``: ``targets/{sha256}.{name}``."""
+    return f"{TARGETS_DIR}/{target.hashes[HASH_ALGORITHM]}.{target.path}"
+
+
+def check_public_path(relative: str) -> None:
+    """Raise ``NotFound`` unless ``relative`` names a file a TUF client may fetch.
+
+    Accepted: ``root.json``, ``timestamp.json``, ``{N}.root.json``,
+    ``{N}.snapshot.json``, ``{N}.targets.json`` and ``targets/{sha256}.{name}``.
+    Everything else (traversal, directories, dotfiles, the lock) is "not found".
+    """
+    if relative in (ROOT_FILE, TIMESTAMP_FILE) or _VERSIONED_RE.fullmatch(relative):
+        return
+    head, sep, tail = relative.partition("/")
+    if sep and head == TARGETS_DIR and _TARGET_FILE_RE.fullmatch(tail):
+        return
+    raise NotFound(f"{relative!r} is not a file of this TUF repository")
+
+
+# --- file system helpers --------------------------------------------------------------------
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_file(path: Path, data: bytes) -> str:
+    """A fsynced temp file with ``data`` beside ``path`` (readable by all: metadata is public)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o644)
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _write_replace(path: Path, data: bytes) -> None:
+    """Atomically and durably replace ``path`` (for root.json and timestamp.json)."""
+    try:
+        tmp = _temp_file(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(f"could not write {path}: {exc}") from exc
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Atomically and durably create ``path``; an existing file is never replaced."""
+    try:
+        tmp = _temp_file(path, data)
+        try:
+            try:
+                os.link(tmp, path)  # atomic, and fails if path exists
+            except FileExistsError:
+                raise StateError(
+                    path, "already exists; published TUF files are never overwritten"
+                ) from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                # A file system without hard links: we hold the writers' lock, so
+                # check-then-replace cannot race another sigstack writer.
+                if path.exists():
+                    raise StateError(
+                        path, "already exists; published TUF files are never overwritten"
+                    ) from None
+                os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(f"could not write {path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _writer_lock(directory: Path) -> Iterator[None]:
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"could not open the writer lock in {directory}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise StateError(path, "is missing") from None
+    except OSError as exc:
+        raise StateError(path, f"cannot be read: {exc}") from exc
+
+
+def _versions_on_disk(directory: Path, role: str) -> list[int]:
+    found = []
+    try:
+        for entry in directory.iterdir():
+            match = _VERSIONED_RE.fullmatch(entry.name)
+            if match and match["role"] == role:
+                found.append(int(match["version"]))
+    except OSError as exc:
+        raise StateError(directory, f"cannot be listed: {exc}") from exc
+    return sorted(found)
+
+
+# --- metadata helpers -----------------------------------------------------------------------
+
+
+def _parse(path: Path, data: bytes, kind: type[S]) -> Metadata[S]:
+    try:
+        md: Metadata[Any] = Metadata.from_bytes(data)
+    except DeserializationError as exc:
+        raise StateError(path, f"is not valid TUF metadata: {exc}") from exc
+    if not isinstance(md.signed, kind):
+        raise StateError(path, f"holds {md.signed.type} metadata, expected {kind.type}")
+    return md
+
+
+def _check_signed(root: Root, role: str, md: Metadata[Any], path: Path) -> None:
+    try:
+        root.verify_delegate(role, md.signed_bytes, md.signatures)
+    except (UnsignedMetadataError, ValueError) as exc:
+        raise StateError(
+            path, f"{role} signatures do not verify with the keys the root names: {exc}"
+        ) from exc
+
+
+def _check_meta(meta: MetaFile | TargetFile, data: bytes, path: Path, referrer: str) -> None:
+    try:
+        meta.verify_length_and_hashes(data)
+    except LengthOrHashMismatchError as exc:
+        raise StateError(path, f"does not match its length or hash in {referrer}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _State:
+    """The verified current metadata, with the exact bytes served for each."""
+
+    root: Metadata[Root]
+    root_bytes: bytes
+    targets: Metadata[Targets]
+    targets_bytes: bytes
+    snapshot: Metadata[Snapshot]
+    snapshot_bytes: bytes
+    timestamp: Metadata[Timestamp]
+    timestamp_bytes: bytes
+
+    def signed(self, role: str) -> Signed:
+        md: Metadata[Any] = getattr(self, role)
+        signed: Signed = md.signed
+        return signed
+
+
+def _role_file(role: str, version: int) -> str:
+    return TIMESTAMP_FILE if role == TIMESTAMP else f"{version}.{role}.json"
+
+
+@dataclass(frozen=True)
+class RoleStatus:
+    """One role's current metadata: version, file, expiry and when it will be re-signed."""
+
+    version: int
+    filename: str
+    expires: datetime
+    renew_after: datetime
+    expired: bool
+
+
+@dataclass(frozen=True)
+class RepositoryStatus:
+    """What ``sigstack doctor`` and the health check show about the repository."""
+
+    directory: Path
+    roles: dict[str, RoleStatus]
+    targets: dict[str, str]  # name -> sha256
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "roles": {
+                role: {
+                    "version": s.version,
+                    "filename": s.filename,
+                    "expires": s.expires.isoformat(),
+                    "renew_after": s.renew_after.isoformat(),
+                    "expired": s.expired,
+                }
+                for role, s in self.roles.items()
+            },
+            "targets": dict(self.targets),
+        }
+
+
+class TufRepository:
+    """A TUF repository on disk with its four online role keys.
+
+    Build one with ``create`` (new repository) or ``open`` (existing one); see the
+    module docstring for what each operation guarantees.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        keys: TufKeys,
+        *,
+        policy: ExpiryPolicy,
+        clock: Clock,
+    ) -> None:
+        if not isinstance(keys, TufKeys):
+            raise ConfigError("TUF keys must be a TufKeys")
+        if not isinstance(policy, ExpiryPolicy):
+            raise ConfigError("TUF policy must be an ExpiryPolicy")
+        self._dir = Path(directory)
+        self._policy = policy
+        self._clock = clock
+        self._signers = {role: CryptoSigner(keys.for_role(role)) for role in ROLES}
+        self._public = {role: self._signers[role].public_key for role in ROLES}
+        self._state: _State | None = None
+        self._stale = False
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path | str,
+        keys: TufKeys,
+        targets: Mapping[str, bytes],
+        now: datetime | None = None,
+        *,
+        policy: ExpiryPolicy | None = None,
+        clock: Clock = _utcnow,
+    ) -> TufRepository:
+        """Create version 1 of every role in ``directory`` (absent or empty).
+
+        Raises ``Conflict`` if the directory holds anything (a repository is never
+        created over existing files), ``InvalidRequest`` for bad targets.
+        """
+        files = _check_targets(targets)
+        repo = cls(Path(directory), keys, policy=policy or ExpiryPolicy(), clock=clock)
+        when = _utc(now if now is not None else clock())
+        try:
+            repo._dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except FileExistsError:
+            raise Conflict(f"{repo._dir} exists and is not a directory") from None
+        except OSError as exc:
+            raise StorageError(f"could not create {repo._dir}: {exc}") from exc
+        with _writer_lock(repo._dir):
+            existing = sorted(p.name for p in repo._dir.iterdir() if p.name != LOCK_FILE)
+            if existing:
+                shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+                raise Conflict(
+                    f"{repo._dir} is not empty ({shown}): a TUF repository is never created "
+                    "over existing files; open the existing one or choose an empty directory"
+                )
+            repo._state = repo._write_initial(files, when)
+        return repo
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path | str,
+        keys: TufKeys,
+        *,
+        policy: ExpiryPolicy | None = None,
+        clock: Clock = _utcnow,
+    ) -> TufRepository:
+        """Load and verify the repository in ``directory`` (``StateError`` naming the file)."""
+        repo = cls(Path(directory), keys, policy=policy or ExpiryPolicy(), clock=clock)
+        if not repo._dir.is_dir():
+            raise StateError(repo._dir, "is not a TUF repository directory (missing)")
+        with _writer_lock(repo._dir):
+            repo._remove_temp_files()
+            repo._state = repo._load()
+        return repo
+
+    # --- public API -----------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    @property
+    def policy(self) -> ExpiryPolicy:
+        return self._policy
+
+    def publish(self, targets: Mapping[str, bytes], now: datetime | None = None) -> bool:
+        """Make ``targets`` the complete set of targets; return whether anything changed.
+
+        Unchanged content (same names, same bytes) writes nothing. Otherwise writes the
+        new target files, then targets N+1, snapshot N+1 and timestamp N+1.
+        """
+        files = _check_targets(targets)
+        with self._locked() as state:
+            wanted = {
+                name: TargetFile.from_data(name, data, [HASH_ALGORITHM])
+                for name, data in files.items()
+            }
+            if wanted == state.targets.signed.targets:
+                return False
+            when = self._now(now)
+            for name, data in files.items():
+                self._store_target(wanted[name], data)
+            state = self._sign_targets(state, wanted, when)
+            state = self._sign_snapshot(state, when)
+            self._state = self._sign_timestamp(state, when)
+            return True
+
+    def refresh(self, now: datetime | None = None) -> list[str]:
+        """Re-sign every role near expiry (see ``ExpiryPolicy``); return the roles re-signed.
+
+        Root is renewed as version N+1 with the same keys. Re-signing targets implies
+        a new snapshot and timestamp; re-signing snapshot implies a new timestamp.
+        Nothing near expiry: nothing is written, and ``[]`` is returned.
+        """
+        with self._locked() as state:
+            when = self._now(now)
+            due = {role: self._due(state.signed(role), role, when) for role in ROLES}
+            renewed: list[str] = []
+            if due[ROOT]:
+                state = self._renew_root(state, when)
+                renewed.append(ROOT)
+            redo_targets = due[TARGETS]
+            redo_snapshot = redo_targets or due[SNAPSHOT]
+            if redo_targets:
+                state = self._sign_targets(state, dict(state.targets.signed.targets), when)
+                renewed.append(TARGETS)
+            if redo_snapshot:
+                state = self._sign_snapshot(state, when)
+                renewed.append(SNAPSHOT)
+            if redo_snapshot or due[TIMESTAMP]:
+                state = self._sign_timestamp(state, when)
+                renewed.append(TIMESTAMP)
+            self._state = state
+            return renewed
+
+    def latest_root_bytes(self) -> bytes:
+        """The latest ``{N}.root.json`` exactly as served: a client's trust bootstrap file."""
+        with self._locked() as state:
+            return state.root_bytes
+
+    def status(self, now: datetime | None = None) -> RepositoryStatus:
+        """Versions, files and expiries of every role, and the current targets."""
+        with self._locked() as state:
+            when = self._now(now)
+            roles = {}
+            for role in ROLES:
+                signed = state.signed(role)
+                roles[role] = RoleStatus(
+                    version=signed.version,
+                    filename=_role_file(role, signed.version),
+                    expires=signed.expires,
+                    renew_after=signed.expires - self._policy.renew_margin(role),
+                    expired=signed.is_expired(when),
+                )
+            targets = {
+                name: target.hashes[HASH_ALGORITHM]
+                for name, target in state.targets.signed.targets.items()
+            }
+            return RepositoryStatus(self._dir, roles, targets)
+
+    def check_health(self, now: datetime | None = None) -> None:
+        """Raise ``Unavailable`` if a client refreshing now would find expired metadata."""
+        status = self.status(now)
+        expired = [
+            f"{s.filename} expired at {s.expires.isoformat()}"
+            for s in status.roles.values()
+            if s.expired
+        ]
+        if expired:
+            raise Unavailable(
+                "TUF metadata expired: " + "; ".join(expired) + " (is refresh() running?)"
+            )
+
+    def read_public(self, relative: str) -> bytes:
+        """The bytes of a servable file (``check_public_path``), else ``NotFound``.
+
+        Opens without following symlinks, and only regular files: the HTTP layer
+        serves exactly what this repository wrote.
+        """
+        check_public_path(relative)
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        dir_fd = -1
+        fd = -1
+        try:
+            dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            head, sep, tail = relative.partition("/")
+            if sep:
+                sub_fd = os.open(head, flags | os.O_DIRECTORY, dir_fd=dir_fd)
+                os.close(dir_fd)
+                dir_fd = sub_fd
+                name = tail
+            else:
+                name = relative
+            fd = os.open(name, flags, dir_fd=dir_fd)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotFound(f"{relative!r} is not a file of this TUF repository")
+            with os.fdopen(fd, "rb") as handle:
+                fd = -1
+                return handle.read()
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
+                raise NotFound(f"{relative!r} does not exist in this TUF repository") from None
+            raise StorageError(f"could not read {relative!r}: {exc.strerror}") from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if dir_fd >= 0:
+                os.close(dir_fd)
+
+    # --- internals: time, locking, loading --------------------------------------------------
+
+    def _now(self, now: datetime | None) -> datetime:
+        return _utc(now if now is not None else self._clock())
+
+    def _due(self, signed: Signed, role: str, when: datetime) -> bool:
+        return signed.expires - when < self._policy.renew_margin(role)
+
+    def _require_state(self) -> _State:
+        if self._state is None:
+            raise StateError(self._dir, "repository is not loaded; use create() or open()")
+        return self._state
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[_State]:
+        """Hold the writers' lock; re-verify from disk if another writer changed it."""
+        with _writer_lock(self._dir):
+            state = self._require_state()
+            timestamp_path = self._dir / TIMESTAMP_FILE
+            next_root = self._dir / f"{state.root.signed.version + 1}.root.json"
+            if self._stale or _read(timestamp_path) != state.timestamp_bytes or next_root.exists():
+                self._stale = True
+                state = self._state = self._load()
+                self._stale = False
+            try:
+                yield state
+            except BaseException:
+                # A write may have half-happened: trust only the disk from now on.
+                self._stale = True
+                raise
+
+    def _remove_temp_files(self) -> None:
+        for directory in (self._dir, self._dir / TARGETS_DIR):
+            if not directory.is_dir():
+                continue
+            for entry in directory.iterdir():
+                if _TEMP_RE.fullmatch(entry.name) and entry.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        entry.unlink()
+
+    def _load(self) -> _State:
+        root, root_bytes, root_path = self._load_root_chain()
+        self._check_keys(root.signed, root_path)
+        self._check_root_copy(root_bytes, root_path, root.signed.version)
+
+        ts_path = self._dir / TIMESTAMP_FILE
+        if not ts_path.exists():
+            raise StateError(
+                ts_path,
+                "is missing: the repository is incomplete (interrupted creation?); "
+                "it was never served, remove the directory and create it again",
+            )
+        ts_bytes = _read(ts_path)
+        timestamp = _parse(ts_path, ts_bytes, Timestamp)
+        _check_signed(root.signed, TIMESTAMP, timestamp, ts_path)
+
+        snap_meta = timestamp.signed.snapshot_meta
+        snap_path = self._dir / f"{snap_meta.version}.snapshot.json"
+        snap_bytes = _read(snap_path)
+        _check_meta(snap_meta, snap_bytes, snap_path, TIMESTAMP_FILE)
+        snapshot = _parse(snap_path, snap_bytes, Snapshot)
+        _check_signed(root.signed, SNAPSHOT, snapshot, snap_path)
+        if snapshot.signed.version != snap_meta.version:
+            raise StateError(snap_path, f"has version {snapshot.signed.version}")
+
+        targets_meta = snapshot.signed.meta.get("targets.json")
+        if targets_meta is None:
+            raise StateError(snap_path, "does not list targets.json")
+        targets_path = self._dir / f"{targets_meta.version}.targets.json"
+        targets_bytes = _read(targets_path)
+        _check_meta(targets_meta, targets_bytes, targets_path, snap_path.name)
+        targets = _parse(targets_path, targets_bytes, Targets)
+        _check_signed(root.signed, TARGETS, targets, targets_path)
+        if targets.signed.version != targets_meta.version:
+            raise StateError(targets_path, f"has version {targets.signed.version}")
+        if targets.signed.delegations is not None:
+            raise StateError(targets_path, "has delegations, which sigstack does not use")
+
+        for name, target in targets.signed.targets.items():
+            if _TARGET_NAME_RE.fullmatch(name) is None or HASH_ALGORITHM not in target.hashes:
+                raise StateError(targets_path, f"lists target {name!r} sigstack cannot serve")
+            target_path = self._dir / target_file_name(target)
+            _check_meta(target, _read(target_path), target_path, targets_path.name)
+
+        return _State(
+            root, root_bytes, targets, targets_bytes, snapshot, snap_bytes, timestamp, ts_bytes
+        )
+
+    def _load_root_chain(self) -> tuple[Metadata[Root], bytes, Path]:
+        """Verify 1.root.json -> N.root.json as a client would; return the latest."""
+        path = self._dir / "1.root.json"
+        data = _read(path)
+        root = _parse(path, data, Root)
+        if root.signed.version != 1:
+            raise StateError(path, f"has version {root.signed.version}, expected 1")
+        _check_signed(root.signed, ROOT, root, path)
+        while True:
+            next_path = self._dir / f"{root.signed.version + 1}.root.json"
+            if not next_path.exists():
+                break
+            next_data = _read(next_path)
+            new = _parse(next_path, next_data, Root)
+            if new.signed.version != root.signed.version + 1:
+                raise StateError(next_path, f"has version {new.signed.version}")
+            _check_signed(root.signed, ROOT, new, next_path)  # trusted by its predecessor
+            _check_signed(new.signed, ROOT, new, next_path)  # and by itself
+            root, data, path = new, next_data, next_path
+        if not root.signed.consistent_snapshot:
+            raise StateError(path, "does not enable consistent_snapshot, which sigstack requires")
+        newest = _versions_on_disk(self._dir, ROOT)[-1]
+        if newest != root.signed.version:
+            raise StateError(
+                self._dir / f"{newest}.root.json",
+                f"is not reachable from {path.name} (versions must be contiguous)",
+            )
+        return root, data, path
+
+    def _check_keys(self, root: Root, path: Path) -> None:
+        """The configured keys must be exactly the keys ``root`` names (threshold 1)."""
+        for role in ROLES:
+            expected = self._public[role]
+            delegation = root.roles[role]
+            if delegation.keyids != [expected.keyid] or delegation.threshold != 1:
+                raise StateError(
+                    path,
+                    f"the {role} role names key(s) {', '.join(delegation.keyids) or 'none'} "
+                    f"(threshold {delegation.threshold}), but the configured {role} key is "
+                    f"{expected.keyid}: was a key file or the repository replaced?",
+                )
+            if root.keys.get(expected.keyid) != expected:
+                raise StateError(path, f"the {role} key entry differs from the configured key")
+
+    def _check_root_copy(self, root_bytes: bytes, root_path: Path, latest: int) -> None:
+        """root.json must equal the latest root; finish an interrupted renewal."""
+        copy_path = self._dir / ROOT_FILE
+        current = _read(copy_path)
+        if current == root_bytes:
+            return
+        for version in range(1, latest):
+            if current == _read(self._dir / f"{version}.root.json"):
+                # Crash between writing N+1.root.json and root.json: complete it.
+                _write_replace(copy_path, root_bytes)
+                return
+        raise StateError(copy_path, f"differs from {root_path.name} and from every older root")
+
+    # --- internals: signing and writing -----------------------------------------------------
+
+    def _sign(self, signed: S) -> tuple[Metadata[S], bytes]:
+        md = Metadata(signed)
+        try:
+            md.sign(self._signers[signed.type])
+            return md, md.to_bytes(_SERIALIZER)
+        except (UnsignedMetadataError, SerializationError) as exc:
+            raise StorageError(f"could not sign {signed.type} metadata: {exc}") from exc
+
+    def _next_version(self, role: str, current: int) -> int:
+        return max([current, *_versions_on_disk(self._dir, role)]) + 1
+
+    def _store_target(self, target: TargetFile, data: bytes) -> None:
+        path = self._dir / target_file_name(target)
+        if path.exists():
+            _check_meta(target, _read(path), path, "the content being published")
+            return
+        _write_new(path, data)
+
+    def _write_initial(self, files: dict[str, bytes], when: datetime) -> _State:
+        try:
+            (self._dir / TARGETS_DIR).mkdir(mode=0o755)
+        except OSError as exc:
+            raise StorageError(f"could not create {self._dir / TARGETS_DIR}: {exc}") from exc
+        wanted = {}
+        for name, data in files.items():
+            wanted[name] = TargetFile.from_data(name, data, [HASH_ALGORITHM])
+            self._store_target(wanted[name], data)
+        root = Root(version=1, expires=when + self._policy.root, consistent_snapshot=True)
+        for role in ROLES:
+            root.add_key(self._public[role], role)
+        root_md, root_bytes = self._write_root(root)
+        targets_md, targets_bytes = self._write_targets(1, wanted, when)
+        snapshot_md, snapshot_bytes = self._write_snapshot(1, 1, targets_bytes, when)
+        timestamp_md, timestamp_bytes = self._write_timestamp(1, 1, snapshot_bytes, when)
+        return _State(
+            root_md,
+            root_bytes,
+            targets_md,
+            targets_bytes,
+            snapshot_md,
+            snapshot_bytes,
+            timestamp_md,
+            timestamp_bytes,
+        )
+
+    # Each _write_* signs one role's metadata and writes it; each _sign_* derives the
+    # next version from the current state and returns the state with it.
+
+    def _write_root(self, root: Root) -> tuple[Metadata[Root], bytes]:
+        md, data = self._sign(root)
+        _write_new(self._dir / f"{root.version}.root.json", data)  # clients see it now
+        _write_replace(self._dir / ROOT_FILE, data)
+        return md, data
+
+    def _write_targets(
+        self, version: int, targets: dict[str, TargetFile], when: datetime
+    ) -> tuple[Metadata[Targets], bytes]:
+        md, data = self._sign(
+            Targets(version=version, expires=when + self._policy.targets, targets=targets)
+        )
+        _write_new(self._dir / f"{version}.targets.json", data)
+        return md, data
+
+    def _write_snapshot(
+        self, version: int, targets_version: int, targets_bytes: bytes, when: datetime
+    ) -> tuple[Metadata[Snapshot], bytes]:
+        targets_meta = MetaFile.from_data(targets_version, targets_bytes, [HASH_ALGORITHM])
+        md, data = self._sign(
+            Snapshot(
+                version=version,
+                expires=when + self._policy.snapshot,
+                meta={"targets.json": targets_meta},
+            )
+        )
+        _write_new(self._dir / f"{version}.snapshot.json", data)
+        return md, data
+
+    def _write_timestamp(
+        self, version: int, snapshot_version: int, snapshot_bytes: bytes, when: datetime
+    ) -> tuple[Metadata[Timestamp], bytes]:
+        snapshot_meta = MetaFile.from_data(snapshot_version, snapshot_bytes, [HASH_ALGORITHM])
+        md, data = self._sign(
+            Timestamp(
+                version=version,
+                expires=when + self._policy.timestamp,
+                snapshot_meta=snapshot_meta,
+            )
+        )
+        _write_replace(self._dir / TIMESTAMP_FILE, data)  # commit point
+        return md, data
+
+    def _renew_root(self, state: _State, when: datetime) -> _State:
+        renewed = copy.deepcopy(state.root.signed)
+        renewed.version += 1
+        renewed.expires = when + self._policy.root
+        md, data = self._write_root(renewed)
+        return replace(state, root=md, root_bytes=data)
+
+    def _sign_targets(
+        self, state: _State, targets: dict[str, TargetFile], when: datetime
+    ) -> _State:
+        version = self._next_version(TARGETS, state.targets.signed.version)
+        md, data = self._write_targets(version, targets, when)
+        return replace(state, targets=md, targets_bytes=data)
+
+    def _sign_snapshot(self, state: _State, when: datetime) -> _State:
+        version = self._next_version(SNAPSHOT, state.snapshot.signed.version)
+        md, data = self._write_snapshot(
+            version, state.targets.signed.version, state.targets_bytes, when
+        )
+        return replace(state, snapshot=md, snapshot_bytes=data)
+
+    def _sign_timestamp(self, state: _State, when: datetime) -> _State:
+        md, data = self._write_timestamp(
+            state.timestamp.signed.version + 1,
+            state.snapshot.signed.version,
+            state.snapshot_bytes,
+            when,
+        )
+        return replace(state, timestamp=md, timestamp_bytes=data)
