@@ -1,0 +1,135 @@
+"""The ``sigstack`` command line.
+
+    sigstack up     [--data-dir DIR] [--host H] [--base-port N] [--<service>-port N] ...
+    sigstack init   [--data-dir DIR] ...        create (or verify) the state, serve nothing
+    sigstack token  [--data-dir DIR] --email E  print a fresh ID token from the built-in issuer
+    sigstack version
+
+Exit status: 0 on success, 1 on an error sigstack explains (the message names what is
+wrong and what to do), 2 on bad usage, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sigstack import __version__
+from sigstack.core.errors import SigstackError
+from sigstack.stack.config import SERVICES
+
+DATA_DIR_ENV = "SIGSTACK_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """``$SIGSTACK_DATA_DIR``, else ``$XDG_DATA_HOME/sigstack``, else ~/.local/share/sigstack."""
+    if env := os.environ.get(DATA_DIR_ENV):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sigstack"
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a valid port (1-65535)")
+    return port
+
+
+def _add_state_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"state directory (default: ${DATA_DIR_ENV} or ~/.local/share/sigstack)",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        type=Path,
+        default=None,
+        help="file holding the key passphrase (default: $SIGSTACK_PASSPHRASE, or a "
+        "passphrase generated into DIR/secrets at first init)",
+    )
+
+
+def _add_network_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host", default=None, help="address to serve on and put in URLs (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--base-port", type=_port, default=None, help="first port of the block (default 7700)"
+    )
+    for service in SERVICES:
+        p.add_argument(f"--{service}-port", type=_port, default=None, help=f"port for {service}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sigstack", description="A complete private Sigstore in one command."
+    )
+    parser.add_argument("--version", action="version", version=f"sigstack {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="create the stack on first run, then serve every service")
+    _add_state_options(up)
+    _add_network_options(up)
+    up.add_argument("--verbose", "-v", action="store_true", help="log requests and details")
+
+    init = sub.add_parser("init", help="create the state if absent (or verify it) and exit")
+    _add_state_options(init)
+    _add_network_options(init)
+
+    token = sub.add_parser("token", help="print an ID token from the built-in OIDC issuer")
+    _add_state_options(token)
+    token.add_argument("--email", help="identity (email claim, and sub unless --subject)")
+    token.add_argument("--subject", help="sub claim (default: the email)")
+    token.add_argument("--audience", default="sigstore", help="aud claim (default: sigstore)")
+    token.add_argument("--lifetime", type=int, default=None, help="seconds until expiry")
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(f"sigstack {__version__}")
+        return 0
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.data_dir is None:
+        args.data_dir = default_data_dir()
+    try:
+        if args.command == "up":
+            from sigstack.stack.up import run_up
+
+            return asyncio.run(run_up(args))
+        if args.command == "init":
+            from sigstack.stack.up import run_init
+
+            return run_init(args)
+        if args.command == "token":
+            from sigstack.stack.up import run_token
+
+            return run_token(args)
+    except SigstackError as exc:
+        print(f"sigstack: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Run several ASGI services in one process, each on its own port, with readiness gates.
+
+Guarantees:
+
+* Every listening socket is bound before anything starts, so a busy port is a clear
+  error naming the service and the flag that moves it, and nothing is half-started.
+* Services start in the order given; a service counts as started only when its
+  ``GET /healthz`` answers 200 over real HTTP on its own socket. The supervisor
+  reports the first failure with the service's name and reason.
+* ``stop()`` shuts every service down, letting in-flight requests finish (bounded by
+  a grace period), and is safe to call more than once.
+
+uvicorn normally installs its own signal handlers per server; with several servers
+in one loop they would fight, so servers here never touch signals: the owner of the
+loop (``sigstack up``) handles SIGINT/SIGTERM and calls ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from starlette.types import ASGIApp
+
+from sigstack.core.errors import ConfigError, Unavailable
+
+log = logging.getLogger("sigstack.supervisor")
+
+HEALTH_TIMEOUT = 20.0
+GRACE_PERIOD = 5
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the supervisor."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind_socket(service: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket for ``service`` on host:port, or a ConfigError saying why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve host {host!r} for {service}: {exc}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is already in use (needed by {service}); stop whatever "
+                f"holds it or pick another port with --{service}-port or --base-port"
+            ) from exc
+        raise ConfigError(f"cannot listen on {host}:{port} for {service}: {exc.strerror}") from exc
+    return sock
+
+
+@dataclass
+class _Running:
+    name: str
+    url: str
+    server: _QuietServer
+    task: asyncio.Task[None]
+    sock: socket.socket
+
+
+class Supervisor:
+    """Starts ASGI apps on pre-bound sockets and stops them in reverse order."""
+
+    def __init__(self, *, access_log: bool = False) -> None:
+        self._running: list[_Running] = []
+        self._access_log = access_log
+
+    @property
+    def services(self) -> list[tuple[str, str]]:
+        """(name, url) of the started services, in start order."""
+        return [(r.name, r.url) for r in self._running]
+
+    async def start(self, name: str, app: ASGIApp, sock: socket.socket, url: str) -> float:
+        """Serve ``app`` on ``sock`` and wait until ``url``/healthz answers 200.
+
+        Returns the seconds it took. Raises ``Unavailable`` if the service dies or never
+        becomes healthy.
+        """
+        started_at = time.perf_counter()
+        config = uvicorn.Config(
+            app,
+            log_level="info" if self._access_log else "warning",
+            access_log=self._access_log,
+            lifespan="on",
+            timeout_graceful_shutdown=GRACE_PERIOD,
+            server_header=False,
+        )
+        server = _QuietServer(config)
+        task = asyncio.create_task(self._serve(server, sock), name=f"serve-{name}")
+        self._running.append(_Running(name, url, server, task, sock))
+        await self._wait_healthy(name, url, task)
+        return time.perf_counter() - started_at
+
+    @staticmethod
+    async def _serve(server: _QuietServer, sock: socket.socket) -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits on lifespan startup failure
+            raise Unavailable(f"server exited during startup (code {exc.code})") from None
+
+    async def _wait_healthy(self, name: str, url: str, task: asyncio.Task[None]) -> None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        last = "no answer yet"
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if task.done():
+                    exc = task.exception()
+                    raise Unavailable(f"{name} stopped while starting: {exc or 'exited'}")
+                try:
+                    resp = await client.get(f"{url}/healthz")
+                    if resp.status_code == 200:
+                        return
+                    last = f"/healthz answered {resp.status_code}: {resp.text[:200]}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(0.02)
+        raise Unavailable(f"{name} did not become healthy within {HEALTH_TIMEOUT:.0f}s ({last})")
+
+    async def wait_any_exit(self) -> str | None:
+        """Wait until one server task ends on its own; return its name."""
+        if not self._running:
+            return None
+        done, _ = await asyncio.wait(
+            [r.task for r in self._running], return_when=asyncio.FIRST_COMPLETED
+        )
+        for r in self._running:
+            if r.task in done:
+                return r.name
+        return None
+
+    async def stop(self) -> None:
+        """Stop every started service and wait for each to finish its in-flight requests.
+
+        All servers stop accepting at once (a dependent service may see a dependency
+        refuse a NEW connection during shutdown, never lose an in-flight request).
+        """
+        running, self._running = self._running, []
+        for r in running:
+            r.server.should_exit = True
+        results = await asyncio.gather(
+            *(asyncio.wait_for(r.task, timeout=GRACE_PERIOD + 5) for r in running),
+            return_exceptions=True,
+        )
+        for r, result in zip(running, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                # A crashed server must not block the others' shutdown; say what happened.
+                log.warning("%s stopped with an error: %s", r.name, result)
+            r.sock.close()

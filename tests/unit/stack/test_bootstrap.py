@@ -1,0 +1,227 @@
+"""Initialization is idempotent, and broken state is a clear error naming the file.
+
+These exercise the scaffolding exactly as `sigstack init` / `sigstack up` run it
+(bootstrap, TUF publication, client files, opening the logs), without HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from sigstore_models.trustroot.v1 import ClientTrustConfig, SigningConfig, TrustedRoot
+
+from sigstack.core.errors import LogIntegrityError, StateError
+from sigstack.stack import bootstrap
+from sigstack.stack.config import Endpoints
+from sigstack.stack.state import PASSPHRASE_ENV, StateDir
+from sigstack.stack.up import open_services, open_tuf, run_init
+
+BASE_PORT = 27700
+
+
+def _args(data_dir: Path, **overrides: object) -> argparse.Namespace:
+    ns = argparse.Namespace(
+        data_dir=data_dir,
+        passphrase_file=None,
+        host=None,
+        base_port=BASE_PORT,
+        oidc_port=None,
+        ctlog_port=None,
+        fulcio_port=None,
+        rekor_port=None,
+        tsa_port=None,
+        tuf_port=None,
+    )
+    for k, v in overrides.items():
+        setattr(ns, k, v)
+    return ns
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """SHA-256 of every file except the run lock and the (freshly minted) env token."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and str(rel) not in ("run/lock", "client/sigstack.env"):
+            out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_env_passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+
+
+@pytest.fixture
+def initialized(tmp_path: Path) -> Path:
+    data = tmp_path / "state"
+    assert run_init(_args(data)) == 0
+    return data
+
+
+def test_first_run_creates_a_complete_private_state(initialized: Path) -> None:
+    sd = StateDir(initialized)
+    assert sd.is_initialized()
+    assert not list(initialized.glob(".init-*")), "staging directory left behind"
+    for key in sd.keys_dir.iterdir():
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
+    assert stat.S_IMODE(sd.keys_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(sd.passphrase_path().stat().st_mode) == 0o600
+    assert stat.S_IMODE((sd.client_dir / "sigstack.env").stat().st_mode) == 0o600
+    # Client files parse with the strict models sigstore-python uses.
+    ClientTrustConfig.model_validate_json((sd.client_dir / "trust_config.json").read_bytes())
+    targets = {p.name.split(".", 1)[1]: p for p in (sd.tuf_dir / "targets").iterdir()}
+    root = TrustedRoot.model_validate_json(targets["trusted_root.json"].read_bytes())
+    assert len(root.tlogs) == len(root.ctlogs) == 1
+    assert len(root.certificate_authorities[0].cert_chain.certificates) == 2
+    assert len(root.timestamp_authorities[0].cert_chain.certificates) == 2
+    config = SigningConfig.model_validate_json(targets["signing_config.v0.2.json"].read_bytes())
+    assert [s.major_api_version for s in config.rekor_tlog_urls] == [2]
+    env = (sd.client_dir / "sigstack.env").read_text()
+    for name in (
+        "TUF_MIRROR",
+        "FULCIO_URL",
+        "REKOR_URL",
+        "CTLOG_URL",
+        "TSA_URL",
+        "ISSUER_URL",
+        "OIDC_TOKEN",
+    ):
+        assert f"export {name}=" in env
+
+
+def test_a_hundred_reruns_change_nothing(initialized: Path) -> None:
+    before = _snapshot(initialized)
+    for _ in range(100):
+        assert run_init(_args(initialized)) == 0
+    assert _snapshot(initialized) == before
+
+
+def test_moved_ports_publish_new_targets_but_keep_every_key(initialized: Path) -> None:
+    sd = StateDir(initialized)
+    keys_before = {p.name: p.read_bytes() for p in sd.keys_dir.iterdir()}
+    certs_before = {p.name: p.read_bytes() for p in sd.certs_dir.iterdir()}
+    root_before = (sd.client_dir / "root.json").read_bytes()
+    assert run_init(_args(initialized, rekor_port=BASE_PORT + 50)) == 0
+    config = json.loads((sd.client_dir / "trust_config.json").read_text())
+    assert config["trustedRoot"]["tlogs"][0]["baseUrl"].endswith(f":{BASE_PORT + 50}")
+    assert {p.name: p.read_bytes() for p in sd.keys_dir.iterdir()} == keys_before
+    assert {p.name: p.read_bytes() for p in sd.certs_dir.iterdir()} == certs_before
+    assert (sd.client_dir / "root.json").read_bytes() == root_before
+    assert len(list((sd.tuf_dir / "targets").glob("*.trusted_root.json"))) == 2
+
+
+def _load(data: Path) -> None:
+    sd = StateDir(data)
+    endpoints = Endpoints.load(sd.stack_config_path)
+    material, created = bootstrap.ensure(sd, endpoints, None)
+    assert not created
+    repo, _ = open_tuf(material, endpoints)
+
+    async def open_and_close() -> None:
+        services = await open_services(material, endpoints, repo)
+        await services.close()
+
+    asyncio.run(open_and_close())
+
+
+def test_intact_state_loads_and_opens(initialized: Path) -> None:
+    _load(initialized)
+
+
+def test_missing_key_names_the_file_and_regenerates_nothing(initialized: Path) -> None:
+    path = initialized / "keys" / "fulcio-intermediate.pem"
+    path.unlink()
+    with pytest.raises(StateError) as info:
+        _load(initialized)
+    assert info.value.path == path
+    assert not path.exists()
+
+
+def test_replaced_key_is_refused(initialized: Path) -> None:
+    # Swap two keys of the same algorithm: both decrypt, neither matches its record.
+    a, b = initialized / "keys" / "ctlog.pem", initialized / "keys" / "oidc.pem"
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    with pytest.raises(StateError, match="was replaced"):
+        _load(initialized)
+
+
+def test_corrupt_certificate_names_the_file(initialized: Path) -> None:
+    path = initialized / "certs" / "fulcio-root.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+    with pytest.raises(StateError) as info:
+        _load(initialized)
+    assert info.value.path == path
+
+
+def test_unreadable_key_permissions_are_refused(initialized: Path) -> None:
+    path = initialized / "keys" / "rekor.pem"
+    os.chmod(path, 0o640)
+    with pytest.raises(StateError, match="chmod 600"):
+        _load(initialized)
+
+
+def test_missing_generated_passphrase_names_the_file(initialized: Path) -> None:
+    path = initialized / "secrets" / "passphrase"
+    path.unlink()
+    with pytest.raises(StateError) as info:
+        _load(initialized)
+    assert info.value.path == path
+
+
+def test_corrupt_manifest_names_the_file(initialized: Path) -> None:
+    path = initialized / "sigstack.json"
+    path.write_text("{ truncated")
+    with pytest.raises(StateError) as info:
+        _load(initialized)
+    assert info.value.path == path
+
+
+def test_tampered_log_checkpoint_refuses_to_open(initialized: Path) -> None:
+    path = initialized / "logs" / "rekor" / "checkpoint"
+    text = path.read_text()
+    path.write_text(text.replace("\n0\n", "\n1\n", 1))
+    with pytest.raises(LogIntegrityError):
+        _load(initialized)
+
+
+def test_missing_tuf_metadata_names_the_file(initialized: Path) -> None:
+    (initialized / "tuf" / "1.root.json").unlink()
+    with pytest.raises(StateError, match=r"root\.json"):
+        _load(initialized)
+
+
+def test_interrupted_init_is_reported_not_completed(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    (data / "keys").mkdir(parents=True)
+    with pytest.raises(StateError, match="interrupted"):
+        run_init(_args(data))
+    assert not (data / "sigstack.json").exists()
+
+
+def test_external_passphrase_is_never_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "state"
+    monkeypatch.setenv(PASSPHRASE_ENV, "a passphrase from the operator")
+    assert run_init(_args(data)) == 0
+    assert not (data / "secrets").exists()
+    for path in data.rglob("*"):
+        if path.is_file():
+            assert b"a passphrase from the operator" not in path.read_bytes()
+    monkeypatch.setenv(PASSPHRASE_ENV, "the wrong one")
+    with pytest.raises(StateError, match="passphrase is wrong"):
+        run_init(_args(data))
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    with pytest.raises(StateError, match=PASSPHRASE_ENV):
+        run_init(_args(data))
