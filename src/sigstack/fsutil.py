@@ -1,79 +1,116 @@
-"""Durable, atomic file operations.
+"""Durable, atomic file operations shared by the keystore, the log backend and TUF.
 
-``atomic_write`` guarantees that after it returns the file holds exactly ``data`` and
-survives a power loss, and that a concurrent reader sees either the old content or
-the new, never a torn mix: the data goes to a temporary file in the same directory,
-is fsynced, renamed over the target, and the directory is fsynced so the rename
-itself is durable. ``exclusive=True`` refuses to replace an existing file (used for
-trust material, which is never overwritten).
+* ``write_temp`` writes data to a fresh temporary file beside its destination and
+  fsyncs it: the building block of every atomic write here.
+* ``atomic_write`` guarantees that after it returns the file holds exactly ``data``
+  and survives a power loss, and that a concurrent reader sees either the old content
+  or the new, never a torn mix (temp file, fsync, rename, fsync of the directory).
+  ``exclusive=True`` refuses to replace an existing file (trust material and
+  published TUF versions are never overwritten): the file is hard-linked into place,
+  which fails atomically if it exists. On a file system without hard links it falls
+  back to check-then-rename, which is only race-free under the caller's writer lock.
+* ``make_dirs`` creates missing directories and fsyncs each parent it changed.
+
+Failures of the disk are ``StorageError`` naming the path; an existing file where an
+exclusive write was asked for is a ``StateError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
 
-from sigstack.core.errors import StateError
+from sigstack.core.errors import StateError, StorageError
+
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
 def fsync_dir(path: Path) -> None:
     """fsync a directory so entries created or renamed in it are durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def unlink_quietly(path: Path) -> None:
+    """Remove ``path`` if it exists; ignore every error (used to clean up temp files)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def make_dirs(path: Path, mode: int = 0o755) -> None:
     """Create ``path`` and missing parents, fsyncing each parent whose entries changed."""
     missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
+    probe = path
+    while not probe.is_dir():
+        if probe.exists():
+            raise StateError(probe, "exists but is not a directory")
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
         try:
-            d.mkdir(mode=mode)
+            directory.mkdir(mode=mode)
         except FileExistsError:
+            if not directory.is_dir():
+                raise StateError(directory, "exists but is not a directory") from None
             continue
-        os.chmod(d, mode)  # mkdir's mode is filtered by the umask
-        fsync_dir(d.parent)
+        except OSError as exc:
+            raise StorageError(f"could not create {directory}: {exc.strerror or exc}") from exc
+        fsync_dir(directory.parent)
+
+
+def write_temp(path: Path, data: bytes, mode: int = 0o644) -> Path:
+    """A new, fsynced temporary file holding ``data`` in ``path``'s directory."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fchmod(fd, mode)  # the creation mode is filtered by the umask
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    return tmp
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, exclusive: bool = False) -> None:
     """Durably and atomically make ``path`` hold ``data`` (see the module docstring)."""
+    exists = StateError(path, "already exists and is never overwritten")
     if exclusive and path.exists():
-        raise StateError(path, "already exists and is never overwritten")
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        raise exists
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        tmp = write_temp(path, data, mode)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
+            if not exclusive:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise exists from None
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS:
+                        raise
+                    if path.exists():
+                        raise exists from None
+                    os.replace(tmp, path)
         finally:
-            os.close(fd)
-        if exclusive:
-            # link() fails if the target exists: no window where we could clobber it.
-            os.link(tmp, path)
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
-        fsync_dir(directory)
-    except FileExistsError as exc:
-        raise StateError(path, "already exists and is never overwritten") from exc
+            unlink_quietly(tmp)
+        fsync_dir(path.parent)
     except OSError as exc:
-        raise StateError(path, f"cannot write: {exc.strerror or exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        raise StorageError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
 def read_file(path: Path, *, what: str = "file") -> bytes:

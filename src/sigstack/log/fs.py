@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from sigstack.core.errors import Conflict, StateError, StorageError
+from sigstack.fsutil import fsync_dir, make_dirs, unlink_quietly, write_temp
 from sigstack.log.storage import CHECKPOINT_KEY, LogStorage, validate_key
 
 _FILE_MODE = 0o644
@@ -90,7 +90,7 @@ class FilesystemStorage(LogStorage):
             for path, data in targets:
                 current = path
                 self._ensure_dir(path.parent)
-                staged.append((self._write_temp(path, data), path))
+                staged.append((write_temp(path, data, _FILE_MODE), path))
             dirs: dict[Path, None] = {}
             while staged:
                 tmp, path = staged[0]
@@ -100,12 +100,12 @@ class FilesystemStorage(LogStorage):
                 dirs[path.parent] = None
             for directory in dirs:
                 current = directory
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except OSError as exc:
             raise StorageError(f"could not write {current}: {exc.strerror or exc}") from exc
         finally:
             for tmp, _ in staged:
-                _unlink_quietly(tmp)
+                unlink_quietly(tmp)
 
     def swap_checkpoint(self, old: bytes | None, new: bytes) -> None:
         path = self.root / CHECKPOINT_KEY
@@ -125,53 +125,24 @@ class FilesystemStorage(LogStorage):
                         f"{path} is not the checkpoint this writer last saw; "
                         "another writer changed the log"
                     )
-                tmp = self._write_temp(path, new)
+                tmp = write_temp(path, new, _FILE_MODE)
                 try:
                     os.replace(tmp, path)
                 except OSError:
-                    _unlink_quietly(tmp)
+                    unlink_quietly(tmp)
                     raise
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             except OSError as exc:
                 raise StorageError(f"could not write {path}: {exc.strerror or exc}") from exc
             finally:
                 os.close(fd)  # also releases the flock
-
-    def _write_temp(self, path: Path, data: bytes) -> Path:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink_quietly(tmp)
-            raise
-        os.close(fd)
-        return tmp
 
     def _ensure_dir(self, directory: Path) -> None:
         """Create ``directory`` and missing parents, fsyncing each new entry's parent."""
         if directory in self._known_dirs:
             return
         with self._dir_lock:
-            missing: list[Path] = []
-            probe = directory
-            while not probe.is_dir():
-                missing.append(probe)
-                if probe.parent == probe:
-                    break
-                probe = probe.parent
-            for new in reversed(missing):
-                try:
-                    new.mkdir(mode=_DIR_MODE)
-                except FileExistsError:
-                    if not new.is_dir():
-                        raise StateError(new, "exists but is not a directory") from None
-                _fsync_dir(new.parent)
+            make_dirs(directory, _DIR_MODE)
             self._known_dirs.add(directory)
 
     # -- writer lease ---------------------------------------------------------------
@@ -204,18 +175,3 @@ class FilesystemStorage(LogStorage):
             fd, self._writer_fd = self._writer_fd, None
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the flock
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -49,7 +49,6 @@ import fcntl
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -81,6 +80,7 @@ from sigstack.core.errors import (
     StorageError,
     Unavailable,
 )
+from sigstack.fsutil import atomic_write
 from sigstack.services.tuf.config import (
     ROLES,
     ROOT,
@@ -175,74 +175,6 @@ def check_public_path(relative: str) -> None:
 
 
 # --- file system helpers --------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temp_file(path: Path, data: bytes) -> str:
-    """A fsynced temp file with ``data`` beside ``path`` (readable by all: metadata is public)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
-
-
-def _write_replace(path: Path, data: bytes) -> None:
-    """Atomically and durably replace ``path`` (for root.json and timestamp.json)."""
-    try:
-        tmp = _temp_file(path, data)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise StorageError(f"could not write {path}: {exc}") from exc
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Atomically and durably create ``path``; an existing file is never replaced."""
-    try:
-        tmp = _temp_file(path, data)
-        try:
-            try:
-                os.link(tmp, path)  # atomic, and fails if path exists
-            except FileExistsError:
-                raise StateError(
-                    path, "already exists; published TUF files are never overwritten"
-                ) from None
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                # A file system without hard links: we hold the writers' lock, so
-                # check-then-replace cannot race another sigstack writer.
-                if path.exists():
-                    raise StateError(
-                        path, "already exists; published TUF files are never overwritten"
-                    ) from None
-                os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise StorageError(f"could not write {path}: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -725,7 +657,7 @@ class TufRepository:
         for version in range(1, latest):
             if current == _read(self._dir / f"{version}.root.json"):
                 # Crash between writing N+1.root.json and root.json: complete it.
-                _write_replace(copy_path, root_bytes)
+                atomic_write(copy_path, root_bytes)
                 return
         raise StateError(copy_path, f"differs from {root_path.name} and from every older root")
 
@@ -747,7 +679,7 @@ class TufRepository:
         if path.exists():
             _check_meta(target, _read(path), path, "the content being published")
             return
-        _write_new(path, data)
+        atomic_write(path, data, exclusive=True)
 
     def _write_initial(self, files: dict[str, bytes], when: datetime) -> _State:
         try:
@@ -781,8 +713,10 @@ class TufRepository:
 
     def _write_root(self, root: Root) -> tuple[Metadata[Root], bytes]:
         md, data = self._sign(root)
-        _write_new(self._dir / f"{root.version}.root.json", data)  # clients see it now
-        _write_replace(self._dir / ROOT_FILE, data)
+        atomic_write(
+            self._dir / f"{root.version}.root.json", data, exclusive=True
+        )  # clients see it now
+        atomic_write(self._dir / ROOT_FILE, data)
         return md, data
 
     def _write_targets(
@@ -791,7 +725,7 @@ class TufRepository:
         md, data = self._sign(
             Targets(version=version, expires=when + self._policy.targets, targets=targets)
         )
-        _write_new(self._dir / f"{version}.targets.json", data)
+        atomic_write(self._dir / f"{version}.targets.json", data, exclusive=True)
         return md, data
 
     def _write_snapshot(
@@ -805,7 +739,7 @@ class TufRepository:
                 meta={"targets.json": targets_meta},
             )
         )
-        _write_new(self._dir / f"{version}.snapshot.json", data)
+        atomic_write(self._dir / f"{version}.snapshot.json", data, exclusive=True)
         return md, data
 
     def _write_timestamp(
@@ -819,7 +753,7 @@ class TufRepository:
                 snapshot_meta=snapshot_meta,
             )
         )
-        _write_replace(self._dir / TIMESTAMP_FILE, data)  # commit point
+        atomic_write(self._dir / TIMESTAMP_FILE, data)  # commit point
         return md, data
 
     def _renew_root(self, state: _State, when: datetime) -> _State:
