@@ -3,6 +3,7 @@
     sigstack up     [--data-dir DIR] [--host H] [--base-port N] [--<service>-port N] ...
     sigstack init   [--data-dir DIR] ...        create (or verify) the state, serve nothing
     sigstack token  [--data-dir DIR] --email E  print a fresh ID token from the built-in issuer
+    sigstack bench stack [--runs N] [--json]    measure start-up, sign, verify and memory
     sigstack version
 
 Exit status: 0 on success, 1 on an error sigstack explains (the message names what is
@@ -93,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--audience", default="sigstore", help="aud claim (default: sigstore)")
     token.add_argument("--lifetime", type=int, default=None, help="seconds until expiry")
 
+    bench = sub.add_parser("bench", help="measure a throw-away stack (see `bench stack -h`)")
+    bench_sub = bench.add_subparsers(dest="scenario", required=True)
+    stack_bench = bench_sub.add_parser(
+        "stack", help="time to ready, sign and verify with sigstore-python, resident memory"
+    )
+    stack_bench.add_argument("--runs", type=int, default=5, help="sign/verify rounds (median)")
+    stack_bench.add_argument("--json", action="store_true", help="print one JSON object")
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -107,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.data_dir is None:
+    if getattr(args, "data_dir", "") is None:
         args.data_dir = default_data_dir()
     try:
+        if args.command == "bench":
+            from sigstack.ops.bench import run_stack_bench
+
+            return run_stack_bench(args)
         if args.command == "up":
             from sigstack.stack.up import run_up
 
