@@ -191,3 +191,46 @@ def test_restart_keeps_trust_and_old_bundles_verify(
     assert _served_entry(stack.url("rekor"), int(_log_entry(first)["logIndex"])) == body
     code, out = _verify(stack.env, config, second, second_artifact, ALICE, stack.url("oidc"))
     assert code == 0, out
+
+
+SLSA_PREDICATE = {
+    "buildDefinition": {"buildType": "https://example.com/build", "externalParameters": {}},
+    "runDetails": {"builder": {"id": "https://example.com/builder"}},
+}
+
+
+def test_attest_dsse_through_rekor_v2(stack_factory: StackProcess, tmp_path: Path) -> None:
+    """DSSE the way sigstore-python sends it to Rekor v2: a hashedrekord over the PAE."""
+    stack = stack_factory
+    stack.start()
+    config = ["--trust-config", str(stack.data_dir / "client" / "trust_config.json")]
+    artifact = tmp_path / "built.tar.gz"
+    artifact.write_bytes(b"pretend this is a release\n")
+    predicate = tmp_path / "provenance.json"
+    predicate.write_text(json.dumps(SLSA_PREDICATE))
+    bundle = tmp_path / "built.intoto.sigstore.json"
+    res = run_sigstore(
+        stack.env,
+        *config,
+        "attest",
+        "--predicate",
+        str(predicate),
+        "--predicate-type",
+        "https://slsa.dev/provenance/v1",
+        "--identity-token",
+        stack.token(ALICE),
+        "--bundle",
+        str(bundle),
+        str(artifact),
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(bundle.read_text())
+    assert "dsseEnvelope" in doc
+    assert _log_entry(bundle)["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+
+    code, out = _verify(stack.env, config, bundle, artifact, ALICE, stack.url("oidc"))
+    assert code == 0, out
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(b"a different release\n")
+    code, out = _verify(stack.env, config, bundle, other, ALICE, stack.url("oidc"))
+    assert code != 0, f"attestation verified for the wrong artifact:\n{out}"
