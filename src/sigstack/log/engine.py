@@ -444,6 +444,19 @@ class TransparencyLog:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def check_accepting(self) -> None:
+        """Raise :class:`Unavailable` unless the log is open and accepting entries.
+
+        A log stops accepting after ``close()`` or after a fatal error (stored state
+        that no longer adds up); health checks use this so such a log is reported
+        unhealthy rather than merely failing every submission.
+        """
+        with self._cond:
+            if self._fatal is not None:
+                raise Unavailable(f"the log {self._origin} stopped: {self._fatal}")
+            if self._closing or self._thread is None:
+                raise Unavailable(f"the log {self._origin} is not open")
+
     # -- submitting ------------------------------------------------------------------------
 
     def submit(self, entry: Entry) -> Future[Integrated]:
@@ -467,10 +480,7 @@ class TransparencyLog:
         future: Future[Integrated] = Future()
         pending = _Pending(entry, record, future, time.monotonic())
         with self._cond:
-            if self._fatal is not None:
-                raise Unavailable(f"the log {self._origin} stopped: {self._fatal}")
-            if self._closing or self._thread is None:
-                raise Unavailable(f"the log {self._origin} is not open")
+            self.check_accepting()
             queued = len(self._pending)
             if queued >= self._policy.max_pending:
                 raise Overloaded(

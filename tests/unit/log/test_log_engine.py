@@ -714,6 +714,8 @@ def test_log_stops_if_storage_does_not_add_up_after_a_failure() -> None:
             tl.submit(Entry(b"y")).result(timeout=WAIT)
         with pytest.raises(Unavailable, match="stopped"):
             tl.submit(Entry(b"z"))
+        with pytest.raises(Unavailable, match="stopped"):
+            tl.check_accepting()  # what health checks report
     finally:
         tl.close()
 

@@ -272,8 +272,9 @@ class CTLogService:
         return der
 
     async def check_health(self) -> None:
-        """Raise ``Unavailable`` unless the log is open and its checkpoint verifies."""
+        """Raise ``Unavailable`` unless the log accepts entries and its checkpoint verifies."""
         self._require_open()
+        self._log.check_accepting()
         try:
             self.get_sth()
         except SigstackError as exc:

@@ -310,3 +310,11 @@ def test_tampered_proof_fails_the_oracle(service: RekorService) -> None:
     proof["hashes"][0] = base64.b64encode(bytes(first)).decode()
     with pytest.raises(SigstoreVerificationError, match="inclusion proof"):
         verify_merkle_inclusion(TransparencyLogEntry(TLEModel.from_dict(answer)))
+
+
+def test_health_fails_once_the_log_stops_accepting(service: RekorService) -> None:
+    ok = asyncio.run(_http(service, "GET", "/healthz"))
+    assert ok.status_code == 200
+    service.transparency_log.close()
+    down = asyncio.run(_http(service, "GET", "/healthz"))
+    assert down.status_code == 503 and "not open" in down.json()["reason"]
