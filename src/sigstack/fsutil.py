@@ -10,6 +10,8 @@
   which fails atomically if it exists. On a file system without hard links it falls
   back to check-then-rename, which is only race-free under the caller's writer lock.
 * ``make_dirs`` creates missing directories and fsyncs each parent it changed.
+* ``open_lock``/``locked`` take an exclusive ``flock`` on a lock file: advisory,
+  released when the descriptor closes (so also when the process dies).
 
 Failures of the disk are ``StorageError`` naming the path; an existing file where an
 exclusive write was asked for is a ``StateError``.
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
-from sigstack.core.errors import StateError, StorageError
+from sigstack.core.errors import Conflict, StateError, StorageError
 
 _NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
 
@@ -123,3 +127,33 @@ def read_file(path: Path, *, what: str = "file") -> bytes:
         raise StateError(path, f"{what} is a directory, expected a file") from exc
     except OSError as exc:
         raise StateError(path, f"{what} is unreadable: {exc.strerror or exc}") from exc
+
+
+def open_lock(path: Path, *, blocking: bool = True, holder: str = "another process") -> int:
+    """Open ``path`` and take an exclusive flock on it; return the descriptor to close.
+
+    Non-blocking contention raises ``Conflict`` naming the lock and ``holder``.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StorageError(f"could not open the lock {path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        raise Conflict(f"{path} is held by {holder}") from None
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(f"could not lock {path}: {exc.strerror or exc}") from exc
+    return fd
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, blocking: bool = True, holder: str = "another process") -> Iterator[int]:
+    """Hold an exclusive flock on ``path`` for the block (see ``open_lock``)."""
+    fd = open_lock(path, blocking=blocking, holder=holder)
+    try:
+        yield fd
+    finally:
+        os.close(fd)  # closing releases the flock

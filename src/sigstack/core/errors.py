@@ -19,13 +19,18 @@ from pathlib import Path
 
 
 class SigstackError(Exception):
-    """Base class of every error sigstack raises on purpose."""
+    """Base class of every error sigstack raises on purpose.
+
+    ``headers`` are HTTP headers the answer to this error must carry (``Retry-After``
+    for ``Overloaded``, ``Cache-Control`` for a 404 that must not be cached...).
+    """
 
     http_status: int = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers: dict[str, str] = dict(headers or {})
 
     def __str__(self) -> str:
         return self.message
@@ -56,12 +61,6 @@ class AuthenticationError(VerificationError):
     http_status = 401
 
 
-class PermissionDenied(SigstackError):
-    """The credential is valid but not allowed to do this (HTTP 403)."""
-
-    http_status = 403
-
-
 class NotFound(SigstackError):
     """The named resource does not exist (HTTP 404)."""
 
@@ -89,7 +88,7 @@ class Overloaded(SigstackError):
     http_status = 503
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
-        super().__init__(message)
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 

@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sigstack.core.errors import InvalidRequest, Overloaded, PayloadTooLarge, SigstackError
+from sigstack.core.errors import InvalidRequest, PayloadTooLarge, SigstackError
 
 log = logging.getLogger("sigstack.http")
 
@@ -42,6 +42,11 @@ HealthCheck = Callable[[], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
 
 DEFAULT_BODY_LIMIT = 1 << 20  # 1 MiB unless a route says otherwise
+
+# Every tile or entry bundle a log serves is covered by a checkpoint, so its bytes at
+# that path (full, or partial of width W) never change; the checkpoint always may.
+TILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+CHECKPOINT_CACHE_CONTROL = "no-cache"
 
 REQUESTS = Counter(
     "sigstack_http_requests_total",
@@ -67,12 +72,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(exc: SigstackError) -> Response:
-    """Map a ``SigstackError`` to its status code and a ``{code, message}`` body."""
-    headers = {}
-    if isinstance(exc, Overloaded):
-        headers["Retry-After"] = str(exc.retry_after)
+    """Map a ``SigstackError`` to its status code, headers and a ``{code, message}`` body."""
     return json_response(
-        {"code": exc.http_status, "message": exc.message}, exc.http_status, headers
+        {"code": exc.http_status, "message": exc.message}, exc.http_status, exc.headers
     )
 
 
@@ -102,7 +104,9 @@ async def read_json(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> Any:
         raise InvalidRequest("request body is empty; expected JSON")
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        raise InvalidRequest("request body is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, undecodable bytes, absurdly long integers
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
 
 
@@ -129,6 +133,42 @@ def openapi_document(
             }
         },
     }
+
+
+def error_spec(description: str) -> dict[str, Any]:
+    """An OpenAPI response object for an error answered with the shared Error schema."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+class HostGuard:
+    """ASGI middleware refusing requests whose ``Host`` is not one the service answers to.
+
+    A service bound to loopback is still reachable from a browser through DNS
+    rebinding (a page on attacker.example resolving to 127.0.0.1); such requests carry
+    the attacker's host name, and are refused here before reaching any route.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(h.lower() for h in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((v for k, v in scope["headers"] if k == b"host"), b"")
+            if host.decode("latin-1").lower() not in self.allowed:
+                answer = json_response(
+                    {
+                        "code": 400,
+                        "message": "unexpected Host header: this service is not served here",
+                    },
+                    400,
+                )
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _Metrics:
