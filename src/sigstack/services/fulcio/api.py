@@ -18,12 +18,13 @@ Routes (served at the root of the origin: sigstore-python ignores a path prefix)
 Errors are ``{"code", "message"}`` with the status of the ``SigstackError`` raised; the
 token is never part of a message. Bodies larger than ``FulcioConfig.max_body_bytes`` are
 refused with 413 before they are buffered.
+
+Lifecycle: the app's shutdown runs ``FulcioService.aclose()``, which closes the CT
+submitter's connection pool.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from starlette.requests import Request
@@ -31,10 +32,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from sigstack.core.encoding import b64decode
 from sigstack.core.errors import AuthenticationError, InvalidRequest, NotFound
 from sigstack.services.fulcio.service import FulcioService, IssuedCertificate
 from sigstack.services.http import create_app as create_http_app
-from sigstack.services.http import json_response, openapi_document, read_body, read_json
+from sigstack.services.http import (
+    error_spec,
+    json_response,
+    openapi_document,
+    read_body,
+    read_json,
+)
 
 PEM_CHAIN_MEDIA_TYPE = "application/pem-certificate-chain"
 
@@ -46,18 +54,16 @@ def _field(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(snake)
 
 
-def _b64(value: Any, what: str) -> bytes:
-    """protojson ``bytes``: standard or URL-safe base64, padding optional."""
+def _protojson_bytes(value: Any, what: str) -> bytes:
+    """A protojson ``bytes`` field: standard or URL-safe base64, padding optional.
+
+    protojson accepts both alphabets with or without padding, so the text is normalized
+    to padded standard base64 and then decoded strictly (``core.encoding.b64decode``).
+    """
     if not isinstance(value, str) or not value:
         raise InvalidRequest(f"{what} must be a non-empty base64 string")
-    text = "".join(value.split())
-    text += "=" * (-len(text) % 4)
-    try:
-        if "-" in text or "_" in text:
-            return base64.urlsafe_b64decode(text.encode("ascii"))
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise InvalidRequest(f"{what} is not valid base64") from exc
+    text = "".join(value.split()).replace("-", "+").replace("_", "/")
+    return b64decode(text + "=" * (-len(text) % 4), what=what)
 
 
 def _bearer(request: Request) -> str | None:
@@ -117,7 +123,9 @@ def create_app(service: FulcioService) -> ASGIApp:
                 "send either certificateSigningRequest or publicKeyRequest, not both"
             )
         if csr is not None:
-            issued = await service.issue_from_csr(token, _b64(csr, "certificateSigningRequest"))
+            issued = await service.issue_from_csr(
+                token, _protojson_bytes(csr, "certificateSigningRequest")
+            )
             return _signing_cert_response(issued)
         if pkr is None:
             raise InvalidRequest(
@@ -132,7 +140,7 @@ def create_app(service: FulcioService) -> ASGIApp:
         content = public_key.get("content")
         if not isinstance(content, str) or not content:
             raise InvalidRequest("publicKeyRequest.publicKey.content must be a PEM public key")
-        proof = _b64(
+        proof = _protojson_bytes(
             _field(pkr, "proofOfPossession", "proof_of_possession"),
             "publicKeyRequest.proofOfPossession",
         )
@@ -162,14 +170,13 @@ def create_app(service: FulcioService) -> ASGIApp:
         Route("/api/v1/rootCert", root_cert, methods=["GET"]),
         Route("/api/v1/signingCert", legacy_signing_cert, methods=["POST"]),
     ]
-    return create_http_app("fulcio", routes, openapi=OPENAPI, health=service.health)
+    return create_http_app(
+        "fulcio", routes, openapi=OPENAPI, health=service.health, on_shutdown=[service.aclose]
+    )
 
 
 _ERRORS = {
-    str(code): {
-        "description": text,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    str(code): error_spec(text)
     for code, text in (
         (400, "malformed request, unparsable key or CSR, failed proof of possession"),
         (401, "missing or invalid identity token (the message names the failed check)"),
@@ -303,7 +310,7 @@ OPENAPI: dict[str, Any] = openapi_document(
         "/api/v1/signingCert": {
             "post": {
                 "summary": "Legacy API (not implemented)",
-                "responses": {"404": _ERRORS["400"] | {"description": "not implemented"}},
+                "responses": {"404": error_spec("not implemented")},
             }
         },
     },

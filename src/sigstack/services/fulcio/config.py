@@ -19,8 +19,8 @@ operator can bring the file they already have::
 Guarantees (configuration fails closed):
 
 * Every issuer URL is ``https``; plain ``http`` is accepted only for loopback hosts
-  (``127.0.0.1``, ``::1``, ``localhost``), which is what the built-in test issuer uses.
-  URLs carry no userinfo, query or fragment.
+  (:func:`sigstack.core.net.is_loopback_host`: ``127.0.0.0/8``, ``::1``, ``localhost``),
+  which is what the built-in test issuer uses. URLs carry no userinfo, query or fragment.
 * ``Type`` must be one of :data:`sigstack.services.fulcio.identity.ISSUER_TYPES`; the
   per-type fields (``SubjectDomain`` for ``uri``, ``IssuerClaim`` only for ``email``) are
   checked the way upstream checks them.
@@ -30,7 +30,15 @@ Guarantees (configuration fails closed):
   ``Description`` and ``Contact`` are informational and kept.
 * A meta-issuer pattern's ``*`` matches exactly one run of ``[-_a-zA-Z0-9]`` (never a
   ``.`` or ``/``), the pattern is anchored at both ends, and the last two DNS labels of
-  its host must be literal, so a pattern cannot cover a whole top-level domain.
+  its host must be literal, so a pattern cannot cover a whole top-level domain. A
+  meta-issuer cannot be of ``Type`` ``email`` (nor ``uri``): a wildcard issuer must not
+  vouch for email identities. Whether a pattern's literal labels form a public suffix
+  (``https://*.github.io/...``, ``https://*.co.uk/...``: anyone may host an issuer
+  there) is NOT checked; choosing patterns under domains one party controls is the
+  operator's responsibility.
+* An exact issuer may carry a static JWK set (``jwks``): its tokens are then verified
+  against those keys only, with no discovery or JWKS fetch (the stack does this for its
+  built-in issuer, whose keys it holds).
 * Every error is a :class:`~sigstack.core.errors.ConfigError` naming the file (or
   ``<programmatic>``) and the key at fault.
 
@@ -43,20 +51,18 @@ import json
 import re
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography import x509
-
-from sigstack.core.errors import ConfigError
+from sigstack.core.errors import ConfigError, VerificationError
+from sigstack.core.net import is_loopback_host
+from sigstack.core.pki import load_pem_chain
 from sigstack.services.fulcio.identity import ISSUER_TYPES
 
 PROGRAMMATIC = "<programmatic>"
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 # Upstream's field names, as they appear in its JSON configuration.
 _SUPPORTED_FIELDS = frozenset(
@@ -115,24 +121,23 @@ def check_issuer_url(url: str, *, source: str = PROGRAMMATIC, key: str = "Issuer
     if parts.scheme == "https":
         return url
     if parts.scheme == "http":
-        if host.lower() in LOOPBACK_HOSTS:
+        if is_loopback_host(host):
             return url
         raise ConfigError(
-            f"{where}: {url!r} uses http; only loopback issuers (127.0.0.1, ::1, localhost) "
+            f"{where}: {url!r} uses http; only loopback issuers (127.0.0.0/8, ::1, localhost) "
             "may use http, every other issuer must use https"
         )
     raise ConfigError(f"{where}: {url!r} must use https")
 
 
-@dataclass(frozen=True)
-class OIDCIssuer:
-    """One allowed issuer (an ``OIDCIssuers`` entry, or a meta-issuer resolved to a URL).
+@dataclass(frozen=True, kw_only=True)
+class IssuerSettings:
+    """The per-issuer fields an ``OIDCIssuers`` and a ``MetaIssuers`` entry share.
 
-    ``issuer_url`` is compared exactly against the token's ``iss``; ``client_id`` must be
-    in the token's ``aud``; ``type`` selects the claim mapping in ``identity``.
+    ``client_id`` must be in the token's ``aud``; ``type`` selects the claim mapping in
+    ``identity``; the other fields are upstream's, checked by :func:`_check_common`.
     """
 
-    issuer_url: str
     client_id: str
     type: str
     issuer_claim: str | None = None
@@ -142,31 +147,45 @@ class OIDCIssuer:
     description: str = ""
     contact: str = ""
     source: str = field(default=PROGRAMMATIC, compare=False)
+
+    def settings(self) -> dict[str, Any]:
+        """The shared fields as keyword arguments (to build an issuer with the same settings)."""
+        return {f.name: getattr(self, f.name) for f in fields(IssuerSettings)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OIDCIssuer(IssuerSettings):
+    """One allowed issuer (an ``OIDCIssuers`` entry, or a meta-issuer resolved to a URL).
+
+    ``issuer_url`` is compared exactly against the token's ``iss``. ``jwks``, when set, is
+    the issuer's static JSON Web Key Set (``{"keys": [...]}``): tokens are verified against
+    it alone and nothing is fetched for this issuer. It takes part in equality, so merging
+    the same URL with and without static keys is a conflict.
+    """
+
+    issuer_url: str
+    jwks: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         check_issuer_url(self.issuer_url, source=self.source, key=f"{self.issuer_url}.IssuerURL")
         _check_common(self, self.issuer_url)
         if self.type == "uri":
             _check_uri_subject_domain(self)
+        if self.jwks is not None:
+            object.__setattr__(self, "jwks", _static_jwks(self))
 
 
-@dataclass(frozen=True)
-class MetaIssuer:
+@dataclass(frozen=True, kw_only=True)
+class MetaIssuer(IssuerSettings):
     """A templated issuer (``MetaIssuers`` entry) such as ``https://oidc.eks.*.amazonaws.com/id/*``.
 
-    ``*`` matches one DNS label or path segment made of ``[-_a-zA-Z0-9]``.
+    ``*`` matches one DNS label or path segment made of ``[-_a-zA-Z0-9]``. ``email`` and
+    ``uri`` issuers cannot be meta-issuers. The last two labels of the host must be
+    literal, but whether they form a public suffix (where anyone may host an issuer) is
+    not checked: that is the operator's responsibility.
     """
 
     pattern: str
-    client_id: str
-    type: str
-    issuer_claim: str | None = None
-    subject_domain: str | None = None
-    skip_email_verification: bool = False
-    ca_cert_pem: str | None = None
-    description: str = ""
-    contact: str = ""
-    source: str = field(default=PROGRAMMATIC, compare=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -192,6 +211,11 @@ class MetaIssuer:
                 f"{where}: 'uri' issuers cannot be meta-issuers (SubjectDomain "
                 "must be checked against one concrete issuer)"
             )
+        if self.type == "email":
+            raise ConfigError(
+                f"{where}.Type: 'email' issuers cannot be meta-issuers: a wildcard issuer "
+                "must not vouch for email identities; list each email issuer under OIDCIssuers"
+            )
         _check_common(self, self.pattern)
         regex = "^" + re.escape(self.pattern).replace(re.escape("*"), _WILDCARD_ALPHABET) + "$"
         object.__setattr__(self, "_regex", re.compile(regex))
@@ -200,21 +224,25 @@ class MetaIssuer:
         """The concrete issuer this pattern admits for ``issuer_url``, or None."""
         if not self._regex.fullmatch(issuer_url):
             return None
-        return OIDCIssuer(
-            issuer_url=issuer_url,
-            client_id=self.client_id,
-            type=self.type,
-            issuer_claim=self.issuer_claim,
-            subject_domain=self.subject_domain,
-            skip_email_verification=self.skip_email_verification,
-            ca_cert_pem=self.ca_cert_pem,
-            description=self.description,
-            contact=self.contact,
-            source=self.source,
-        )
+        return OIDCIssuer(issuer_url=issuer_url, **self.settings())
 
 
-def _check_common(entry: OIDCIssuer | MetaIssuer, key: str) -> None:
+def _static_jwks(entry: OIDCIssuer) -> dict[str, Any]:
+    """A private copy of ``entry.jwks`` if it is a JWK set with at least one key."""
+    where = _where(entry.source, f"{entry.issuer_url}.jwks")
+    jwks = entry.jwks
+    if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list | tuple):
+        raise ConfigError(f"{where}: a static key set must be a JWK set ({{'keys': [...]}})")
+    if not jwks["keys"]:
+        raise ConfigError(f"{where}: the static key set holds no key")
+    try:
+        copy: dict[str, Any] = json.loads(json.dumps(dict(jwks)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: the static key set is not JSON ({exc})") from exc
+    return copy
+
+
+def _check_common(entry: IssuerSettings, key: str) -> None:
     where = _where(entry.source, key)
     if not isinstance(entry.client_id, str) or not entry.client_id:
         raise ConfigError(f"{where}.ClientID: must be a non-empty string")
@@ -234,12 +262,12 @@ def _check_common(entry: OIDCIssuer | MetaIssuer, key: str) -> None:
     if entry.skip_email_verification and entry.type != "email":
         raise ConfigError(f"{where}.SkipEmailVerification: only meaningful for 'email' issuers")
     if entry.ca_cert_pem is not None:
+        if not isinstance(entry.ca_cert_pem, str) or not entry.ca_cert_pem.isascii():
+            raise ConfigError(f"{where}.CACert: must be ASCII PEM text")
         try:
-            certs = x509.load_pem_x509_certificates(entry.ca_cert_pem.encode("ascii"))
-        except (ValueError, UnicodeEncodeError) as exc:
-            raise ConfigError(f"{where}.CACert: not a PEM certificate ({exc})") from exc
-        if not certs:
-            raise ConfigError(f"{where}.CACert: holds no certificate")
+            load_pem_chain(entry.ca_cert_pem, what="the CA certificate")
+        except VerificationError as exc:
+            raise ConfigError(f"{where}.CACert: {exc.message}") from exc
     if entry.subject_domain is not None and entry.type != "uri":
         raise ConfigError(f"{where}.SubjectDomain: only 'uri' issuers use SubjectDomain")
 
@@ -474,6 +502,12 @@ class FulcioConfig:
             raise ConfigError(f"{PROGRAMMATIC}: fetch_timeout must be between 0 and 120 seconds")
 
 
-def builtin_issuer(issuer_url: str, client_id: str = "sigstore") -> OIDCIssuer:
-    """The stack's built-in test issuer: an ``email`` issuer on a loopback URL."""
-    return OIDCIssuer(issuer_url=issuer_url, client_id=client_id, type="email")
+def builtin_issuer(
+    issuer_url: str, client_id: str = "sigstore", *, jwks: Mapping[str, Any] | None = None
+) -> OIDCIssuer:
+    """The stack's built-in test issuer: an ``email`` issuer on a loopback URL.
+
+    Pass its JWK set as ``jwks`` (``sigstack.services.oidc.OIDCIssuer.jwks()``) so Fulcio
+    verifies its tokens against those keys with no network round trip.
+    """
+    return OIDCIssuer(issuer_url=issuer_url, client_id=client_id, type="email", jwks=jwks)

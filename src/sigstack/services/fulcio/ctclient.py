@@ -10,16 +10,28 @@ log key Fulcio was configured with, over the exact ``precert_entry`` Fulcio expe
 extension, at the SCT's own timestamp and extensions), so a misbehaving or impostor log
 cannot make Fulcio embed an SCT that clients would reject. Every failure is an
 :class:`~sigstack.core.errors.UpstreamError` (502) naming what went wrong.
+
+Connections: an :class:`HttpCTSubmitter` keeps ONE ``httpx.AsyncClient`` (and so one
+connection pool, with keep-alive) for its lifetime instead of one per submission. The
+client is opened on first use; :meth:`HttpCTSubmitter.aclose` closes it (a later
+submission opens a new one). Connections belong to the event loop that opened them: a
+submission from another loop (a harness running each call under ``asyncio.run``)
+replaces the client instead of reusing sockets of a dead loop.
+:class:`~sigstack.services.fulcio.service.FulcioService` owns its submitter and closes it
+in ``aclose()``, which the Fulcio app runs on shutdown.
+The CT log is a sibling service: environment proxy settings (``HTTP_PROXY``,
+``ALL_PROXY``...) are never used for it.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import json
 from typing import Any, Protocol
 
 import httpx
 
+from sigstack.core.encoding import b64
 from sigstack.core.errors import UpstreamError, VerificationError
 from sigstack.core.keys import PublicKey, require_supported
 from sigstack.core.pki import load_der_certificate
@@ -35,7 +47,11 @@ MAX_RESPONSE_BYTES = 64 * 1024
 
 
 class CTSubmitter(Protocol):
-    """Anything that can log a precertificate chain and return its SCT."""
+    """Anything that can log a precertificate chain and return its SCT.
+
+    A submitter that holds resources may also define ``async def aclose()``;
+    ``FulcioService.aclose`` calls it when present.
+    """
 
     async def add_pre_chain(self, chain_der: list[bytes]) -> SignedCertificateTimestamp:
         """Log ``chain_der`` (precertificate first, root last) and return the SCT."""
@@ -64,7 +80,13 @@ def verify_precert_sct(
 
 
 class HttpCTSubmitter:
-    """RFC 6962 ``add-pre-chain`` over HTTP, verifying every SCT it returns."""
+    """RFC 6962 ``add-pre-chain`` over HTTP, verifying every SCT it returns.
+
+    One ``httpx.AsyncClient`` serves every submission (opened on first use, closed by
+    :meth:`aclose`); redirects are not followed and environment proxies are not used.
+    ``transport`` replaces the network (``httpx.MockTransport`` in tests; it is closed
+    with the client); without it a plain ``httpx.AsyncHTTPTransport`` is used.
+    """
 
     def __init__(
         self,
@@ -78,23 +100,43 @@ class HttpCTSubmitter:
         self._key = ct_public_key
         self._timeout = timeout
         self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def url(self) -> str:
         return self._url
 
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client.is_closed or self._loop is not loop:
+            # An explicit transport and trust_env=False: HTTP(S)_PROXY / ALL_PROXY never
+            # apply to the sibling CT log (with a proxy set, no precert would reach it).
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+                transport=self._transport or httpx.AsyncHTTPTransport(),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool; a later submission opens a new one."""
+        client, loop = self._client, self._loop
+        self._client = self._loop = None
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
     async def add_pre_chain(self, chain_der: list[bytes]) -> SignedCertificateTimestamp:
-        body = {"chain": [base64.b64encode(c).decode("ascii") for c in chain_der]}
+        body = {"chain": [b64(c) for c in chain_der]}
         try:
-            async with httpx.AsyncClient(
-                timeout=self._timeout, transport=self._transport, follow_redirects=False
-            ) as client:
-                async with client.stream("POST", self._url, json=body) as resp:
-                    content = bytearray()
-                    async for chunk in resp.aiter_bytes():
-                        content.extend(chunk)
-                        if len(content) > MAX_RESPONSE_BYTES:
-                            raise UpstreamError("the CT log's answer is too large to be an SCT")
+            async with self._http().stream("POST", self._url, json=body) as resp:
+                content = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    content.extend(chunk)
+                    if len(content) > MAX_RESPONSE_BYTES:
+                        raise UpstreamError("the CT log's answer is too large to be an SCT")
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"the CT log at {self._url} could not be reached ({type(exc).__name__}); "

@@ -10,15 +10,20 @@ it declares the names it adds so a test can pin every variable a template uses.
 Guarantees:
 
 * :func:`principal_from_claims` raises :class:`~sigstack.core.errors.AuthenticationError`
-  naming the claim at fault when a required claim is missing, empty or not a string
-  (a few numeric identifiers may be integers), and never returns a partial result.
+  naming the claim at fault when a required claim is missing or empty, or when ANY
+  claim the type reads (required or optional, when present) does not have its JSON
+  type: a string, except a few numeric identifiers that may be integers, the boolean
+  (or ``"true"``) ``email_verified``, and the object claims the type's own derivation
+  reads (``object_claims``, e.g. ``kubernetes.io``). No object or array ever reaches a
+  check or a certificate field. It never returns a partial result.
 * Every principal carries ``1.3.6.1.4.1.57264.1.1`` (issuer, raw UTF-8 bytes),
   ``1.3.6.1.4.1.57264.1.8`` (issuer, DER UTF8String) and ``1.3.6.1.4.1.57264.1.24``
   (token ``sub``, DER UTF8String); ``.1.2``-``.1.6`` are raw strings and ``.1.8``-
   ``.1.24`` DER UTF8Strings, as fulcio ``docs/oid-info.md`` specifies. The service adds
   them all NON-critical.
 * A SAN URI is ASCII, has a scheme and host, and contains no whitespace or characters a
-  URI may not carry; an email SAN is a syntactically valid address.
+  URI may not carry; an email SAN is a syntactically valid address
+  (:func:`sigstack.core.net.check_email`, the check the built-in issuer applies too).
 * ``challenge`` is the string the proof of possession signs: the ``email`` claim when
   present, else ``sub`` (what sigstore-js and sigstore-go sign).
 
@@ -38,7 +43,8 @@ from urllib.parse import urlsplit
 from asn1crypto import core as asn1_core
 from cryptography import x509
 
-from sigstack.core.errors import AuthenticationError
+from sigstack.core.errors import AuthenticationError, InvalidRequest
+from sigstack.core.net import check_email
 
 if TYPE_CHECKING:
     from sigstack.services.fulcio.config import OIDCIssuer
@@ -46,9 +52,6 @@ if TYPE_CHECKING:
 Claims = Mapping[str, Any]
 
 SIGSTORE_OID_PREFIX = "1.3.6.1.4.1.57264.1"
-OID_ISSUER = x509.ObjectIdentifier(f"{SIGSTORE_OID_PREFIX}.1")
-OID_ISSUER_V2 = x509.ObjectIdentifier(f"{SIGSTORE_OID_PREFIX}.8")
-OID_TOKEN_SUBJECT = x509.ObjectIdentifier(f"{SIGSTORE_OID_PREFIX}.24")
 
 # Longest value accepted into a single certificate field (keeps certificates small).
 MAX_VALUE_CHARS = 2048
@@ -91,7 +94,11 @@ Derive = Callable[[Claims, "OIDCIssuer"], dict[str, str]]
 
 @dataclass(frozen=True)
 class IssuerKind:
-    """Everything one issuer type needs, declared as data."""
+    """Everything one issuer type needs, declared as data.
+
+    ``object_claims`` are the required claims that must be JSON objects (read by
+    ``derive`` only, never rendered); every other claim is a string (see ``_scalar``).
+    """
 
     name: str
     required_claims: frozenset[str]
@@ -101,6 +108,7 @@ class IssuerKind:
     extensions: tuple[ExtensionRule, ...]
     derived: frozenset[str] = frozenset()
     derive: Derive | None = None
+    object_claims: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -128,15 +136,12 @@ COMMON_EXTENSIONS: tuple[ExtensionRule, ...] = (
 )
 
 _VAR_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-_EMAIL_RE = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
 _URI_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\"<>\\^`{|}]")
 _DNS1123_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # Claims whose upstream JSON type is a number.
 _INTEGER_CLAIMS = frozenset({"runner_id"})
+# Claims that are a JSON boolean (some providers send the string "true").
+_BOOLEAN_CLAIMS = frozenset({"email_verified"})
 
 
 def template_variables(template: str) -> frozenset[str]:
@@ -162,9 +167,16 @@ def _claim_path(claims: Claims, path: str) -> Any:
     return node
 
 
+def _is_email(value: str) -> bool:
+    try:
+        check_email(value)
+    except InvalidRequest:
+        return False
+    return True
+
+
 def _derive_email(claims: Claims, issuer: OIDCIssuer) -> dict[str, str]:
-    email = claims["email"]
-    if not _EMAIL_RE.fullmatch(email) or len(email) > 254:
+    if not _is_email(claims["email"]):
         raise AuthenticationError("the token's email claim is not a valid email address")
     if not issuer.skip_email_verification and not _truthy_claim(claims.get("email_verified")):
         raise AuthenticationError(
@@ -184,7 +196,7 @@ def _derive_email(claims: Claims, issuer: OIDCIssuer) -> dict[str, str]:
 
 def _derive_uri(claims: Claims, issuer: OIDCIssuer) -> dict[str, str]:
     sub = claims["sub"]
-    if _EMAIL_RE.fullmatch(sub):
+    if _is_email(sub):
         raise AuthenticationError("for 'uri' issuers the sub claim must be a URI, not an email")
     domain = urlsplit(issuer.subject_domain or "")
     try:
@@ -356,6 +368,7 @@ ISSUER_TYPES: Mapping[str, IssuerKind] = {
             extensions=(),
             derived=frozenset({"k8s_namespace", "k8s_serviceaccount"}),
             derive=_derive_kubernetes,
+            object_claims=frozenset({"kubernetes.io"}),
         ),
     )
 }
@@ -371,6 +384,30 @@ def _scalar(name: str, value: Any) -> str | None:
     if name in _INTEGER_CLAIMS and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+def _typed_claim(kind: IssuerKind, name: str, value: Any) -> str | None:
+    """Check a present claim's JSON type; its template text, or None if it is not text.
+
+    Objects are accepted only for the kind's ``object_claims`` (and are then required to
+    be objects); booleans only for ``_BOOLEAN_CLAIMS``; everything else must be a string
+    (or, for ``_INTEGER_CLAIMS``, an integer). Anything else names the claim.
+    """
+    if name in kind.object_claims:
+        if not isinstance(value, Mapping):
+            raise AuthenticationError(f"the token's {name} claim must be a JSON object")
+        return None
+    if name in _BOOLEAN_CLAIMS:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str):
+            return value
+        raise AuthenticationError(f"the token's {name} claim has the wrong type (a boolean)")
+    text = _scalar(name, value)
+    if text is None:
+        expected = "a string or integer" if name in _INTEGER_CLAIMS else "a string"
+        raise AuthenticationError(f"the token's {name} claim has the wrong type ({expected})")
+    return text
 
 
 def _render(template: str, variables: Mapping[str, str]) -> str | None:
@@ -429,14 +466,14 @@ def principal_from_claims(issuer: OIDCIssuer, claims: Claims) -> Principal:
         value = claims.get(name)
         if value is None or value == "":
             raise AuthenticationError(f"the token lacks the {name} claim ({kind.name} issuers)")
-        if isinstance(value, Mapping):
-            continue  # structured claims are read by the type's derive function
-        text = _scalar(name, value)
-        if text is None:
-            raise AuthenticationError(f"the token's {name} claim has the wrong type")
-        variables[name] = text
+        text = _typed_claim(kind, name, value)
+        if text is not None:
+            variables[name] = text
     for name in sorted(kind.optional_claims):
-        text = _scalar(name, claims.get(name))
+        value = claims.get(name)
+        if value is None:
+            continue
+        text = _typed_claim(kind, name, value)
         if text:
             variables[name] = text
     if kind.derive is not None:

@@ -9,9 +9,12 @@
 3. its signature verifies with a key from the issuer's JWKS, found through OIDC discovery
    (``{iss}/.well-known/openid-configuration`` -> ``jwks_uri``; the document's ``issuer``
    must equal ``iss``). Keys are cached for ``jwks_ttl``; a ``kid`` missing from the cache
-   triggers one refetch, at most once per ``jwks_min_refresh``. A key's type and curve
-   must match ``alg`` (RSA keys at least 2048 bits), and a JWK ``alg``/``use`` that
-   says otherwise excludes the key;
+   triggers one refetch, at most once per ``jwks_min_refresh``. An issuer configured
+   with a static key set (``OIDCIssuer.jwks``, e.g. the stack's built-in issuer) is
+   never fetched: its keys are parsed once, when the verifier is built (an unusable set
+   is a ``ConfigError``), and an unknown ``kid`` is simply refused. A key's type and
+   curve must match ``alg`` (RSA keys at least 2048 bits), and a JWK ``alg``/``use``
+   that says otherwise excludes the key;
 4. ``aud`` contains the issuer's ``ClientID``; ``exp`` is in the future (no leeway);
    ``nbf`` (optional) and ``iat`` (required) are not later than now + ``clock_leeway``;
    ``sub`` is a non-empty string.
@@ -20,7 +23,9 @@ Every failure raises :class:`~sigstack.core.errors.AuthenticationError` (401) wh
 message names the check that failed and never contains the token; a discovery or JWKS
 endpoint that cannot be reached or answers nonsense raises
 :class:`~sigstack.core.errors.UpstreamError` (502), since the caller's token is not at fault.
-Network access goes through an injectable ``fetch`` callable, so tests run offline.
+Network access goes through an injectable ``fetch`` callable, so tests run offline. The
+default :class:`HttpxFetcher` honours the environment's proxy settings for external
+issuers and never uses a proxy for a loopback issuer.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,9 +44,10 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from sigstack.core.errors import AuthenticationError, SigstackError, UpstreamError
+from sigstack.core.clock import Clock, utcnow
+from sigstack.core.errors import AuthenticationError, ConfigError, SigstackError, UpstreamError
+from sigstack.core.net import is_loopback_host
 from sigstack.services.fulcio.config import (
-    LOOPBACK_HOSTS,
     FulcioConfig,
     IssuerAllowList,
     OIDCIssuer,
@@ -55,17 +61,12 @@ MAX_TOKEN_BYTES = 32 * 1024
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MIN_RSA_BITS = 2048
 
-Clock = Callable[[], datetime]
 Fetcher = Callable[[str, OIDCIssuer], Awaitable[Any]]
 """``await fetch(url, issuer)`` returns the decoded JSON document at ``url``.
 
 ``issuer`` is passed so a fetcher can apply per-issuer transport settings (``CACert``).
 A fetcher raises ``UpstreamError`` (or any ``SigstackError``) when the fetch fails.
 """
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _show(value: Any, limit: int = 120) -> str:
@@ -84,7 +85,7 @@ def _check_fetch_url(url: Any, what: str) -> str:
         raise UpstreamError(f"{what} {_show(url)} is not a valid URL") from exc
     if parts.scheme == "https" and host:
         return url
-    if parts.scheme == "http" and host in LOOPBACK_HOSTS:
+    if parts.scheme == "http" and is_loopback_host(host):
         return url
     raise UpstreamError(f"{what} {_show(url)} must be an https URL")
 
@@ -94,6 +95,8 @@ class HttpxFetcher:
 
     ``transport`` replaces the network (``httpx.MockTransport`` in tests). An issuer's
     ``CACert`` is trusted in addition to the system roots when no transport is given.
+    Environment proxy settings (``HTTPS_PROXY``...) apply to external hosts; a loopback
+    host is always reached directly (a proxy cannot reach this machine's loopback).
     """
 
     def __init__(
@@ -110,11 +113,16 @@ class HttpxFetcher:
     async def __call__(self, url: str, issuer: OIDCIssuer) -> Any:
         verify: Any = ssl_context_for(issuer) or True
         try:
+            host = urlsplit(url).hostname or ""
+        except ValueError as exc:
+            raise UpstreamError(f"{_show(url)} is not a valid URL") from exc
+        try:
             async with httpx.AsyncClient(
                 timeout=self._timeout,
                 transport=self._transport,
                 verify=verify,
                 follow_redirects=False,
+                trust_env=not is_loopback_host(host),
             ) as client:
                 async with client.stream(
                     "GET", url, headers={"Accept": "application/json"}
@@ -154,6 +162,7 @@ class _Key:
 class _KeySet:
     keys: tuple[_Key, ...]
     fetched_at: datetime
+    static: bool = False  # configured, never fetched nor refreshed
 
     def with_kid(self, kid: str | None) -> list[_Key]:
         if kid is None:
@@ -212,7 +221,7 @@ class TokenVerifier:
         issuers: IssuerAllowList,
         *,
         fetch: Fetcher | None = None,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         jwks_ttl: timedelta = timedelta(minutes=10),
         jwks_min_refresh: timedelta = timedelta(seconds=30),
         clock_leeway: timedelta = timedelta(seconds=60),
@@ -228,10 +237,15 @@ class TokenVerifier:
         self._max_cached = max_cached_issuers
         self._cache: OrderedDict[str, _KeySet] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[_KeySet]] = {}
+        self._static = {
+            url: self._static_keyset(iss)
+            for url, iss in issuers.issuers.items()
+            if iss.jwks is not None
+        }
 
     @classmethod
     def from_config(
-        cls, config: FulcioConfig, *, fetch: Fetcher | None = None, clock: Clock = _utcnow
+        cls, config: FulcioConfig, *, fetch: Fetcher | None = None, clock: Clock = utcnow
     ) -> TokenVerifier:
         """A verifier using the issuers, TTLs, leeway and timeout of ``config``."""
         return cls(
@@ -298,7 +312,7 @@ class TokenVerifier:
     ) -> dict[str, Any]:
         keyset = await self._keyset(issuer)
         candidates = keyset.with_kid(kid)
-        if not candidates and kid is not None:
+        if not candidates and kid is not None and not keyset.static:
             if self._clock() - keyset.fetched_at >= self._min_refresh:
                 keyset = await self._refresh(issuer)
                 candidates = keyset.with_kid(kid)
@@ -329,7 +343,23 @@ class TokenVerifier:
             return claims
         raise AuthenticationError("the token's signature does not verify with the issuer's keys")
 
+    def _static_keyset(self, issuer: OIDCIssuer) -> _KeySet:
+        """The keys of an issuer configured with a static JWK set; ``ConfigError`` if unusable."""
+        where = f"{issuer.source}: {issuer.issuer_url}.jwks"
+        try:
+            keys = _parse_jwks(issuer.jwks, "the static key set")
+        except UpstreamError as exc:
+            raise ConfigError(f"{where}: {exc.message}") from exc
+        if not keys:
+            raise ConfigError(f"{where}: the static key set holds no usable signing key")
+        return _KeySet(keys=tuple(keys), fetched_at=self._clock(), static=True)
+
     async def _keyset(self, issuer: OIDCIssuer) -> _KeySet:
+        if issuer.jwks is not None:
+            static = self._static.get(issuer.issuer_url)
+            if static is None:  # an issuer from outside the allow-list this was built with
+                static = self._static[issuer.issuer_url] = self._static_keyset(issuer)
+            return static
         cached = self._cache.get(issuer.issuer_url)
         if cached is not None and self._clock() - cached.fetched_at < self._ttl:
             self._cache.move_to_end(issuer.issuer_url)

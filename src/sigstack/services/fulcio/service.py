@@ -21,25 +21,27 @@ lifetime; Sigstore extensions 57264.1.* NON-critical; signed by the intermediate
 curve's hash (P-384 -> SHA-384). No certificate is issued if the CA chain does not cover
 the whole validity period, or if the CT log does not return a valid SCT.
 
-Nothing here knows about HTTP; errors are ``SigstackError`` subclasses.
+Nothing here knows about HTTP; errors are ``SigstackError`` subclasses. The service owns
+its CT submitter: :meth:`FulcioService.aclose` closes it (the Fulcio app calls it on
+shutdown).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from sigstack.core.clock import Clock, utcnow, whole_seconds
+from sigstack.core.encoding import b64decode
 from sigstack.core.errors import (
     ConfigError,
     InvalidRequest,
@@ -51,6 +53,8 @@ from sigstack.core.errors import (
 from sigstack.core.keys import (
     PrivateKey,
     PublicKey,
+    load_pem_public_key,
+    load_spki,
     require_supported,
     spki_der,
     verify_signature,
@@ -65,7 +69,6 @@ from sigstack.core.pki import (
     random_serial,
     signing_hash,
     subject_key_identifier,
-    utc,
 )
 from sigstack.core.sct import (
     PRECERT_POISON_OID,
@@ -80,13 +83,7 @@ from sigstack.services.fulcio.oidc import TokenVerifier
 
 log = logging.getLogger("sigstack.fulcio")
 
-Clock = Callable[[], datetime]
-
 MIN_RSA_EXPONENT = 65537
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -156,15 +153,16 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
 def load_public_key(content: bytes | str) -> PublicKey:
     """Parse a PEM SPKI (or base64 of a DER SPKI) and check its type and strength."""
     raw = content.encode("utf-8") if isinstance(content, str) else content
-    key: object
     try:
         if raw.lstrip().startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(raw)
+            key = load_pem_public_key(raw)
         else:
-            key = serialization.load_der_public_key(base64.b64decode(raw, validate=True))
-    except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
+            key = load_spki(b64decode(raw, what="the public key", error=VerificationError))
+    except VerificationError as exc:
         raise InvalidRequest(
-            "the public key could not be parsed (expected a PEM SubjectPublicKeyInfo)"
+            f"the public key could not be parsed or is not supported ({exc.message}); "
+            "send a PEM SubjectPublicKeyInfo of an ECDSA P-256/P-384/P-521, Ed25519 or "
+            "RSA 2048-4096 key"
         ) from exc
     return _check_leaf_key(key)
 
@@ -184,7 +182,7 @@ class FulcioService:
         chain: Sequence[x509.Certificate],
         ct: CTSubmitter,
         verifier: TokenVerifier,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self._config = config
         self._key = intermediate_key
@@ -262,7 +260,7 @@ class FulcioService:
         return principal_from_claims(verified.issuer, verified.claims)
 
     def _validity(self) -> tuple[datetime, datetime]:
-        not_before = utc(self._clock())
+        not_before = whole_seconds(self._clock())
         not_after = not_before + self._config.cert_lifetime
         for cert in self._chain:
             if not_before < cert.not_valid_before_utc:
@@ -376,7 +374,8 @@ class FulcioService:
         """Raise ``Unavailable`` unless a certificate could be issued right now."""
         self._validity()
 
-    def validity_margin(self) -> timedelta:
-        """Time left before the CA chain can no longer cover a full certificate lifetime."""
-        end = min(c.not_valid_after_utc for c in self._chain)
-        return end - utc(self._clock()) - self._config.cert_lifetime
+    async def aclose(self) -> None:
+        """Release the CT submitter's connections (if it holds any: ``aclose()``)."""
+        close = getattr(self._ct, "aclose", None)
+        if close is not None:
+            await close()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,9 +33,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from sigstack.core.errors import InvalidRequest
+from sigstack.core.net import is_loopback_host
 from sigstack.services.http import create_app as create_service_app
-from sigstack.services.http import json_response, openapi_document, read_body, read_json
-from sigstack.services.oidc.config import is_loopback_url
+from sigstack.services.http import error_spec, json_response, openapi_document, read_body, read_json
 from sigstack.services.oidc.service import (
     ALGORITHM,
     DISCOVERY_PATH,
@@ -107,7 +107,6 @@ def _lifetime(fields: dict[str, Any]) -> timedelta | None:
 
 def openapi(issuer: OIDCIssuer) -> dict[str, Any]:
     """The OpenAPI document of this app (the token endpoint only when enabled)."""
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     json_object = {"content": {"application/json": {"schema": {"type": "object"}}}}
     paths: dict[str, Any] = {
         DISCOVERY_PATH: {
@@ -151,7 +150,7 @@ def openapi(issuer: OIDCIssuer) -> dict[str, Any]:
                 }
             },
         }
-        responses = {"200": token_response, "400": {"description": "invalid request", **error}}
+        responses = {"200": token_response, "400": error_spec("invalid request")}
         paths[TOKEN_PATH] = {
             "get": {
                 "summary": "Mint a token for any identity (TEST/CI STACKS ONLY)",
@@ -218,7 +217,7 @@ def create_app(issuer: OIDCIssuer) -> ASGIApp:
     ]
     if issuer.token_endpoint_enabled:
         routes.append(Route(TOKEN_PATH, token, methods=["GET", "POST"]))
-        if not is_loopback_url(issuer.issuer_url):
+        if not is_loopback_host(urlsplit(issuer.issuer_url).hostname or ""):
             log.warning(
                 "OIDC token endpoint is enabled on non-loopback issuer %s: anyone who can "
                 "reach it can obtain a token for any identity (test/CI stacks only)",

@@ -12,14 +12,13 @@ stack (see ``sigstack.services.oidc.api``).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sigstack.core.errors import ConfigError
+from sigstack.core.errors import ConfigError, InvalidRequest
 
 #: Shortest lifetime a token may be minted with.
 MIN_TOKEN_LIFETIME = timedelta(minutes=1)
@@ -32,25 +31,31 @@ DEFAULT_AUDIENCE = "sigstore"
 
 
 def check_lifetime(lifetime: timedelta) -> None:
-    """Raise ``ValueError`` unless ``lifetime`` is whole seconds within the allowed bounds."""
+    """Raise ``InvalidRequest`` unless ``lifetime`` is whole seconds within the allowed bounds.
+
+    ``OIDCConfig`` turns it into a ``ConfigError`` for the configured default.
+    """
     if not isinstance(lifetime, timedelta):
-        raise ValueError(f"token lifetime must be a timedelta, not {type(lifetime).__name__}")
+        raise InvalidRequest(f"token lifetime must be a timedelta, not {type(lifetime).__name__}")
     if lifetime.microseconds:
-        raise ValueError("token lifetime must be a whole number of seconds")
+        raise InvalidRequest("token lifetime must be a whole number of seconds")
     if not MIN_TOKEN_LIFETIME <= lifetime <= MAX_TOKEN_LIFETIME:
         low, high = int(MIN_TOKEN_LIFETIME.total_seconds()), int(MAX_TOKEN_LIFETIME.total_seconds())
-        raise ValueError(
+        raise InvalidRequest(
             f"token lifetime {int(lifetime.total_seconds())} s is outside the allowed range "
             f"{low}..{high} s"
         )
 
 
 def check_audience(audience: str) -> None:
-    """Raise ``ValueError`` unless ``audience`` is a non-empty printable string."""
+    """Raise ``InvalidRequest`` unless ``audience`` is a non-empty printable string.
+
+    ``OIDCConfig`` turns it into a ``ConfigError`` for the configured default.
+    """
     if not isinstance(audience, str) or not audience or len(audience) > 255:
-        raise ValueError("audience must be a non-empty string of at most 255 characters")
+        raise InvalidRequest("audience must be a non-empty string of at most 255 characters")
     if not audience.isprintable() or audience != audience.strip():
-        raise ValueError("audience must not contain control characters or surrounding spaces")
+        raise InvalidRequest("audience must not contain control characters or surrounding spaces")
 
 
 def _check_issuer_url(url: str) -> None:
@@ -72,17 +77,6 @@ def _check_issuer_url(url: str) -> None:
         _ = parts.port
     except ValueError as exc:
         raise ConfigError(f"OIDC issuer_url {url!r} has an invalid port") from exc
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether ``url``'s host is a loopback address or ``localhost``."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -120,7 +114,7 @@ class OIDCConfig:
         try:
             check_audience(self.default_audience)
             check_lifetime(self.default_lifetime)
-        except ValueError as exc:
-            raise ConfigError(f"OIDC configuration: {exc}") from exc
+        except InvalidRequest as exc:
+            raise ConfigError(f"OIDC configuration: {exc.message}") from exc
         if not isinstance(self.allow_token_endpoint, bool):
             raise ConfigError("OIDC allow_token_endpoint must be true or false")

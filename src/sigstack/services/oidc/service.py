@@ -21,22 +21,20 @@ This module knows nothing about HTTP; ``api.py`` maps it to routes.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import re
 import secrets
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from sigstack.core.clock import Clock, utcnow
 from sigstack.core.errors import AuthenticationError, ConfigError, InvalidRequest
-from sigstack.core.keys import spki_der
+from sigstack.core.keys import spki_sha256
+from sigstack.core.net import check_email
 from sigstack.services.oidc.config import OIDCConfig, check_audience, check_lifetime
-
-Clock = Callable[[], datetime]
 
 ALGORITHM = "ES256"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -51,38 +49,12 @@ REGISTERED_CLAIMS = frozenset(
 CLAIMS_SUPPORTED = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti", "email", "email_verified")
 
 _MAX_EXTRA_CLAIMS_BYTES = 8192
-_MAX_EMAIL_LENGTH = 254
 _MAX_SUBJECT_LENGTH = 255
-# A deliberately plain address syntax: RFC 5322 "dot-atom" local part and an LDH
-# domain. Quoted local parts, IP-literal domains and comments are refused: no CI
-# identity needs them, and Fulcio puts the address verbatim into a certificate SAN.
-_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
     """The JWKS ``kid`` of ``public_key``: hex of the first 16 bytes of SHA-256(SPKI DER)."""
-    return hashlib.sha256(spki_der(public_key)).digest()[:16].hex()
-
-
-def check_email(email: str) -> None:
-    """Raise ``InvalidRequest`` unless ``email`` is a plain ``local@domain`` address."""
-    if not isinstance(email, str) or not email:
-        raise InvalidRequest("email must be a non-empty string")
-    if len(email) > _MAX_EMAIL_LENGTH:
-        raise InvalidRequest(f"email is longer than {_MAX_EMAIL_LENGTH} characters")
-    local, at, domain = email.rpartition("@")
-    if not at or not local or not domain:
-        raise InvalidRequest(f"email {email!r} is not of the form local@domain")
-    if len(local) > 64 or _LOCAL_PART.fullmatch(local) is None:
-        raise InvalidRequest(f"email {email!r} has an invalid local part")
-    labels = domain.split(".")
-    if len(domain) > 253 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
-        raise InvalidRequest(f"email {email!r} has an invalid domain")
+    return spki_sha256(public_key)[:16].hex()
 
 
 def _check_subject(subject: str) -> None:
@@ -123,7 +95,7 @@ def _b64url_uint(value: int, size: int) -> str:
 class OIDCIssuer:
     """Mints identity tokens and answers the discovery and JWKS documents."""
 
-    def __init__(self, config: OIDCConfig, clock: Clock = _utcnow) -> None:
+    def __init__(self, config: OIDCConfig, clock: Clock = utcnow) -> None:
         self._config = config
         self._clock = clock
         self._public_key = config.signing_key.public_key()
@@ -176,11 +148,8 @@ class OIDCIssuer:
         _check_subject(sub)
         aud = audience if audience is not None else self._config.default_audience
         life = lifetime if lifetime is not None else self._config.default_lifetime
-        try:
-            check_audience(aud)
-            check_lifetime(life)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from exc
+        check_audience(aud)
+        check_lifetime(life)
         claims = _check_extra_claims(extra_claims)
 
         issued_at = int(self._now().timestamp())

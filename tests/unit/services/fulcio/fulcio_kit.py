@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import jwt
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -52,6 +56,91 @@ URI_ISSUER = "https://accounts.example.org"
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one coroutine to completion (no pytest-asyncio here)."""
     return asyncio.run(coro)
+
+
+# (status, content type, body) for (method, path, request body)
+Responder = Callable[[str, str, bytes], tuple[int, str, bytes]]
+
+
+@dataclass
+class Seen:
+    """One request a LocalHTTPServer answered."""
+
+    client_port: int  # the TCP connection it came on
+    method: str
+    path: str
+
+
+class LocalHTTPServer:
+    """A real HTTP/1.1 server (keep-alive) on 127.0.0.1 in a thread, recording requests.
+
+    Also answers ``CONNECT`` (what a client sends to an HTTPS proxy), so it can stand in
+    for a proxy that must, or must not, be used.
+    """
+
+    def __init__(self, respond: Responder) -> None:
+        self.requests: list[Seen] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                outer.requests.append(Seen(self.client_address[1], self.command, self.path))
+                status, media_type, payload = respond(self.command, self.path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", media_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_CONNECT = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+@contextmanager
+def local_server(respond: Responder) -> Iterator[LocalHTTPServer]:
+    server = LocalHTTPServer(respond)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def set_proxy_environment(monkeypatch: pytest.MonkeyPatch, proxy_url: str) -> None:
+    """Point every proxy variable httpx reads at ``proxy_url``, with no exemptions."""
+    for variable in PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.upper(), raising=False)
+    for variable in PROXY_VARIABLES[:3]:
+        monkeypatch.setenv(variable, proxy_url)
+        monkeypatch.setenv(variable.upper(), proxy_url)
+
+
+def refusing_proxy() -> Responder:
+    """A proxy that answers every request (and CONNECT) with 502."""
+    return lambda method, path, body: (502, "text/plain", b"proxy says no")
 
 
 class FakeClock:

@@ -308,3 +308,83 @@ def test_health_and_openapi(client: Client) -> None:
 
 def test_wrong_method_is_405(client: Client) -> None:
     assert client.get(URL).status_code == 405
+
+
+def test_openapi_errors_use_the_shared_error_schema(client: Client) -> None:
+    doc = client.get("/openapi.json").json()
+    responses = doc["paths"]["/api/v2/signingCert"]["post"]["responses"]
+    for code in ("400", "401", "413", "502", "503"):
+        schema = responses[code]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Error"}
+    legacy = doc["paths"]["/api/v1/signingCert"]["post"]["responses"]["404"]
+    assert legacy["description"] == "not implemented"
+
+
+def test_whitespace_in_protojson_base64_is_tolerated_but_garbage_is_not(
+    kit: Kit, client: Client
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    proof = base64.b64encode(sign(key, b"alice@example.com")).decode()
+    body = public_key_body(key, b"", token=kit.email_token())
+    body["publicKeyRequest"]["proofOfPossession"] = proof[:10] + "\n" + proof[10:]
+    check_chain(kit, client.post(URL, json=body), key)
+    body["publicKeyRequest"]["proofOfPossession"] = proof[:10] + "*" + proof[10:]
+    resp = client.post(URL, json=body)
+    assert resp.status_code == 400
+    assert "proofOfPossession is not valid base64" in resp.json()["message"]
+
+
+class ClosingCT:
+    """A CT submitter that records being closed (the real one closes its client)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.closed = 0
+
+    async def add_pre_chain(self, chain_der: list[bytes]) -> Any:
+        return await self.inner.add_pre_chain(chain_der)
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def run_lifespan(app: Any) -> list[str]:
+    """Drive an ASGI app through startup and shutdown; the message types it sent."""
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return sent
+
+
+def test_app_shutdown_closes_the_ct_submitter(kit: Kit) -> None:
+    from sigstack.services.fulcio.service import FulcioService
+
+    ct = ClosingCT(kit.ct)
+    config = kit.config()
+    service = FulcioService(config, kit.ca.key, kit.ca.chain, ct, kit.verifier(), kit.clock)
+    sent = run(run_lifespan(create_app(service)))
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert ct.closed == 1
+
+
+def test_shutdown_with_a_submitter_that_holds_nothing(kit: Kit) -> None:
+    # LocalCTLog has no aclose(): closing the service is then a no-op
+    sent = run(run_lifespan(create_app(kit.service())))
+    assert sent[-1] == "lifespan.shutdown.complete"
+
+
+@pytest.mark.parametrize("email", [{"x": "y"}, ["alice@example.com"]])
+def test_structured_email_claim_is_401_not_500(kit: Kit, client: Client, email: Any) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    token = kit.email_token(email=email)
+    resp = client.post(URL, content=python_body(key), headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 401, resp.text
+    assert "email claim" in resp.json()["message"]
+    assert kit.ct.submissions == []

@@ -86,9 +86,15 @@ def test_issuer_url_defaults_to_key(tmp_path: Path) -> None:
         ("http://127.0.0.1:8080", True),
         ("http://localhost:5556/dex", True),
         ("http://[::1]:9000", True),
+        ("http://127.0.0.2:8080", True),  # all of 127.0.0.0/8 (core.net.is_loopback_host)
+        ("http://LOCALHOST:1", True),
         ("http://accounts.example.com", False),
         ("http://10.0.0.1", False),
+        ("http://0.0.0.0:8080", False),
         ("http://127.0.0.1.nip.io", False),
+        ("http://foo.localhost", False),
+        ("http://127.1", False),
+        ("http://[::ffff:127.0.0.1]:1", False),
         ("ftp://accounts.example.com", False),
         ("https://user:pw@accounts.example.com", False),
         ("https://accounts.example.com?x=1", False),
@@ -280,3 +286,60 @@ def test_fulcio_config_defaults_and_limits() -> None:
         FulcioConfig(issuers=allow, max_body_bytes=10)
     with pytest.raises(ConfigError, match="clock_leeway"):
         FulcioConfig(issuers=allow, clock_leeway=timedelta(hours=1))
+
+
+# --- meta-issuers never vouch for email identities ---------------------------------------------
+
+
+def test_email_meta_issuer_is_refused_naming_file_and_key(tmp_path: Path) -> None:
+    pattern = "https://idp.*.example.com"
+    path = write(tmp_path, {"MetaIssuers": {pattern: {"ClientID": "sigstore", "Type": "email"}}})
+    with pytest.raises(ConfigError, match="email") as err:
+        IssuerAllowList.load(path)
+    assert str(path) in err.value.message
+    assert f"{pattern}.Type" in err.value.message
+    with pytest.raises(ConfigError, match="wildcard issuer must not vouch for email"):
+        MetaIssuer(pattern=pattern, client_id="sigstore", type="email")
+
+
+def test_meta_issuer_resolves_with_every_shared_setting() -> None:
+    meta = MetaIssuer(
+        pattern="https://oidc.eks.*.amazonaws.com/id/*",
+        client_id="aud",
+        type="kubernetes",
+        description="EKS",
+        contact="ops@example.com",
+        source="file.json",
+    )
+    resolved = meta.resolve("https://oidc.eks.x.amazonaws.com/id/y")
+    assert resolved == OIDCIssuer(
+        issuer_url="https://oidc.eks.x.amazonaws.com/id/y",
+        client_id="aud",
+        type="kubernetes",
+        description="EKS",
+        contact="ops@example.com",
+    )
+    assert resolved is not None and resolved.source == "file.json" and resolved.jwks is None
+
+
+def test_builtin_issuer_with_static_keys_conflicts_with_a_fetched_duplicate(
+    tmp_path: Path,
+) -> None:
+    jwks = {"keys": [{"kty": "EC", "crv": "P-256", "x": "x", "y": "y", "kid": "k"}]}
+    builtin = IssuerAllowList.of([builtin_issuer("http://127.0.0.1:5556", jwks=jwks)])
+    data = {"OIDCIssuers": {"http://127.0.0.1:5556": {"ClientID": "sigstore", "Type": "email"}}}
+    with pytest.raises(ConfigError, match="conflicts"):
+        builtin.merged(IssuerAllowList.load(write(tmp_path, data)))
+    same = IssuerAllowList.of([builtin_issuer("http://127.0.0.1:5556", jwks=jwks)])
+    assert builtin.merged(same).get("http://127.0.0.1:5556") == builtin_issuer(
+        "http://127.0.0.1:5556", jwks=jwks
+    )
+
+
+def test_ca_cert_must_be_ascii_pem(tmp_path: Path) -> None:
+    for value, fragment in (("\u00e9", "ASCII"), ("-----BEGIN CERTIFICATE-----\nAA\n", "PEM")):
+        entry = {"ClientID": "sigstore", "Type": "email", "CACert": value}
+        path = write(tmp_path, {"OIDCIssuers": {"https://idp.example.com": entry}})
+        with pytest.raises(ConfigError, match=fragment) as err:
+            IssuerAllowList.load(path)
+        assert "https://idp.example.com.CACert" in err.value.message

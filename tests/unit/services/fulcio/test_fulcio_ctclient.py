@@ -12,7 +12,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from fulcio_kit import CA, FakeClock, LocalCTLog, run
+from fulcio_kit import (
+    CA,
+    FakeClock,
+    LocalCTLog,
+    Responder,
+    local_server,
+    refusing_proxy,
+    run,
+    set_proxy_environment,
+)
 
 from sigstack.core.errors import UpstreamError
 from sigstack.core.keys import spki_sha256
@@ -148,3 +157,89 @@ def test_sct_json_roundtrip_matches_log_id(clock: FakeClock, ca_material: CA) ->
     sct = log.sct_for(precert_chain(ca_material, clock))
     again = SignedCertificateTimestamp.from_json(sct.to_json())
     assert again == sct and again.log_id == spki_sha256(log.key.public_key())
+
+
+# --- one client per submitter, no environment proxies ----------------------------------------
+
+
+def ct_log_responder(log: LocalCTLog) -> Responder:
+    def respond(method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        assert (method, path) == ("POST", "/ct/v1/add-pre-chain")
+        chain = [base64.b64decode(c) for c in json.loads(body)["chain"]]
+        return 200, "application/json", json.dumps(log.sct_for(chain).to_json()).encode()
+
+    return respond
+
+
+def test_one_connection_serves_every_submission(clock: FakeClock, ca_material: CA) -> None:
+    log = LocalCTLog(clock)
+    with local_server(ct_log_responder(log)) as ct:
+        submitter = HttpCTSubmitter(ct.url, log.key.public_key())
+
+        async def three() -> None:
+            for _ in range(3):
+                await submitter.add_pre_chain(precert_chain(ca_material, clock))
+            await submitter.aclose()
+
+        run(three())
+    assert len(ct.requests) == 3
+    # one pooled, kept-alive connection: not a new client (and handshake) per certificate
+    assert len({seen.client_port for seen in ct.requests}) == 1
+
+
+def test_environment_proxies_are_not_used_for_the_ct_log(
+    clock: FakeClock, ca_material: CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = LocalCTLog(clock)
+    with local_server(refusing_proxy()) as proxy, local_server(ct_log_responder(log)) as ct:
+        set_proxy_environment(monkeypatch, proxy.url)
+
+        async def control() -> None:
+            # not vacuous: an ordinary client in this environment goes through the proxy
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(ct.url + "/")).status_code == 502
+
+        run(control())
+        assert len(proxy.requests) == 1
+        submitter = HttpCTSubmitter(ct.url, log.key.public_key())
+
+        async def submit() -> SignedCertificateTimestamp:
+            try:
+                return await submitter.add_pre_chain(precert_chain(ca_material, clock))
+            finally:
+                await submitter.aclose()
+
+        sct = run(submit())
+    assert sct.log_id == log.log_id
+    assert len(proxy.requests) == 1  # only the control request
+    assert len(ct.requests) == 1
+
+
+def test_aclose_releases_the_client_and_a_later_submission_reopens(
+    clock: FakeClock, ca_material: CA
+) -> None:
+    log = LocalCTLog(clock)
+    submitter = HttpCTSubmitter(BASE, log.key.public_key(), transport=serve(log))
+
+    async def scenario() -> None:
+        await submitter.aclose()  # closing an unused submitter is a no-op
+        await submitter.add_pre_chain(precert_chain(ca_material, clock))
+        await submitter.aclose()
+        await submitter.aclose()  # idempotent
+        await submitter.add_pre_chain(precert_chain(ca_material, clock))
+        await submitter.aclose()
+
+    run(scenario())
+
+
+def test_a_submission_from_another_event_loop_gets_a_fresh_client(
+    clock: FakeClock, ca_material: CA
+) -> None:
+    log = LocalCTLog(clock)
+    with local_server(ct_log_responder(log)) as ct:
+        submitter = HttpCTSubmitter(ct.url, log.key.public_key())
+        # each asyncio.run is a new loop: the first loop's sockets must not be reused
+        run(submitter.add_pre_chain(precert_chain(ca_material, clock)))
+        run(submitter.add_pre_chain(precert_chain(ca_material, clock)))
+        run(submitter.aclose())
+    assert len(ct.requests) == 2

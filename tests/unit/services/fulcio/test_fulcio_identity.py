@@ -339,3 +339,106 @@ def test_uri_subject_outside_the_domain_is_refused(sub: str) -> None:
 def test_challenge_is_email_when_present_else_sub() -> None:
     p = principal_from_claims(URI, {"sub": "https://example.org/a", "email": "a@example.org"})
     assert (p.challenge_claim, p.challenge) == ("email", "a@example.org")
+
+
+# --- JSON types: no object or array reaches a check or a certificate field ---------------------
+
+
+@pytest.mark.parametrize("bad", [{"x": "y"}, ["a@example.com"], 5, True])
+def test_email_claim_of_wrong_type_names_the_claim(bad: Any) -> None:
+    with pytest.raises(AuthenticationError, match="email claim"):
+        principal_from_claims(EMAIL, email_claims(email=bad))
+
+
+@pytest.mark.parametrize(
+    ("claim", "bad"),
+    [
+        ("ref", {"x": "y"}),  # would have become "refs/heads/{'x': 'y'}"
+        ("ref", ["main"]),
+        ("ref_type", {"branch": True}),
+        ("project_path", {"a": "b"}),
+        ("runner_id", {"id": 55}),
+        ("runner_id", True),
+        ("ci_config_sha", {"sha": "d"}),  # optional claims too, when present
+        ("project_visibility", ["private"]),
+        ("environment", {"name": "prod"}),
+    ],
+)
+def test_gitlab_claims_of_wrong_type_name_the_claim(claim: str, bad: Any) -> None:
+    with pytest.raises(AuthenticationError, match=f"{claim} claim has the wrong type") as err:
+        principal_from_claims(GITLAB, {**gitlab_claims(), claim: bad})
+    assert "{" not in err.value.message
+
+
+@pytest.mark.parametrize("claim", ["sha", "job_workflow_ref", "repository", "environment"])
+def test_github_object_claims_are_refused(claim: str) -> None:
+    with pytest.raises(AuthenticationError, match=f"{claim} claim has the wrong type"):
+        principal_from_claims(GITHUB, {**github_claims(), claim: {"x": "y"}})
+
+
+@pytest.mark.parametrize("bad", ["default", ["default"], 7])
+def test_kubernetes_claim_must_be_an_object(bad: Any) -> None:
+    with pytest.raises(AuthenticationError, match=r"kubernetes\.io claim must be a JSON object"):
+        principal_from_claims(K8S, {**k8s_claims(), "kubernetes.io": bad})
+
+
+def test_only_a_types_own_object_claims_may_be_objects() -> None:
+    # kubernetes.io is an object claim for the kubernetes type only
+    assert ISSUER_TYPES["kubernetes"].object_claims == frozenset({"kubernetes.io"})
+    for name, kind in ISSUER_TYPES.items():
+        assert kind.object_claims <= kind.required_claims, name
+        if name != "kubernetes":
+            assert not kind.object_claims, name
+
+
+@pytest.mark.parametrize("bad", [{"v": True}, 1, [True]])
+def test_email_verified_of_wrong_type_is_refused_even_when_skipped(bad: Any) -> None:
+    skip = OIDCIssuer(
+        issuer_url=ISSUER_URL, client_id="sigstore", type="email", skip_email_verification=True
+    )
+    with pytest.raises(AuthenticationError, match="email_verified claim has the wrong type"):
+        principal_from_claims(skip, email_claims(email_verified=bad))
+
+
+# --- one email syntax for the built-in issuer and Fulcio ---------------------------------------
+
+EMAILS = [
+    "dev@example.com",
+    "first.last+tag@sub.example.co",
+    "ci@localhost",
+    "a_b-c@x-y.io",
+    ".dev@example.com",
+    "de..v@example.com",
+    "dev.@example.com",
+    "dev@example..com",
+    "dev@-example.com",
+    "d" * 65 + "@example.com",
+    "dev@" + "a" * 250 + ".com",
+    '"quoted"@example.com',
+    "dev@[127.0.0.1]",
+    "a@b@c.com",
+]
+
+
+@pytest.mark.parametrize("address", EMAILS)
+def test_fulcio_and_the_builtin_issuer_agree_on_email_syntax(address: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sigstack.core.errors import InvalidRequest
+    from sigstack.services.oidc import OIDCConfig
+    from sigstack.services.oidc import OIDCIssuer as BuiltinIssuer
+
+    builtin = BuiltinIssuer(
+        OIDCConfig("http://127.0.0.1:1", ec.generate_private_key(ec.SECP256R1()))
+    )
+    try:
+        builtin.mint(email=address)
+        minted = True
+    except InvalidRequest:
+        minted = False
+    try:
+        principal_from_claims(EMAIL, email_claims(email=address))
+        certified = True
+    except AuthenticationError:
+        certified = False
+    assert minted == certified, address

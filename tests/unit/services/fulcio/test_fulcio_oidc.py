@@ -21,11 +21,15 @@ from fulcio_kit import (
     github_claims,
     gitlab_claims,
     k8s_claims,
+    local_server,
+    refusing_proxy,
     run,
+    set_proxy_environment,
 )
 
-from sigstack.core.errors import AuthenticationError, UpstreamError
-from sigstack.services.fulcio.config import OIDCIssuer
+from sigstack.core.errors import AuthenticationError, ConfigError, UpstreamError
+from sigstack.services import oidc as builtin_oidc
+from sigstack.services.fulcio.config import IssuerAllowList, OIDCIssuer, builtin_issuer
 from sigstack.services.fulcio.oidc import HttpxFetcher, TokenVerifier
 
 
@@ -330,3 +334,120 @@ def test_verifier_over_httpx_transport(kit: Kit) -> None:
         kit.allow, fetch=HttpxFetcher(transport=httpx.MockTransport(handler)), clock=kit.clock
     )
     assert run(verifier.verify(kit.email_token())).claims["sub"] == "user-123"
+
+
+def test_fetcher_never_uses_a_proxy_for_a_loopback_issuer(monkeypatch: pytest.MonkeyPatch) -> None:
+    document = json.dumps({"issuer": "x"}).encode()
+    with (
+        local_server(refusing_proxy()) as proxy,
+        local_server(lambda m, p, b: (200, "application/json", document)) as idp,
+    ):
+        set_proxy_environment(monkeypatch, proxy.url)
+        assert run(HttpxFetcher()(idp.url + "/doc", LOCAL)) == {"issuer": "x"}
+    assert proxy.requests == []
+    assert [(r.method, r.path) for r in idp.requests] == [("GET", "/doc")]
+
+
+def test_fetcher_uses_environment_proxies_for_external_issuers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with local_server(refusing_proxy()) as proxy:
+        set_proxy_environment(monkeypatch, proxy.url)
+        with pytest.raises(UpstreamError, match="cannot fetch"):
+            run(HttpxFetcher()("https://idp.example.com/doc", LOCAL))
+    assert [(r.method, r.path) for r in proxy.requests] == [("CONNECT", "idp.example.com:443")]
+
+
+# --- static key sets (the built-in issuer) ------------------------------------------------------
+
+BUILTIN_URL = "http://127.0.0.1:5556"
+
+
+@pytest.fixture
+def builtin(kit: Kit) -> builtin_oidc.OIDCIssuer:
+    """The stack's real built-in issuer (sigstack.services.oidc), not a test double."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return builtin_oidc.OIDCIssuer(builtin_oidc.OIDCConfig(BUILTIN_URL, key), clock=kit.clock)
+
+
+def static_verifier(kit: Kit, builtin: builtin_oidc.OIDCIssuer) -> TokenVerifier:
+    allow = IssuerAllowList.of([builtin_issuer(BUILTIN_URL, jwks=builtin.jwks())]).merged(kit.allow)
+    return TokenVerifier(allow, fetch=kit.web, clock=kit.clock)
+
+
+def test_builtin_issuer_with_static_keys_needs_no_fetch(
+    kit: Kit, builtin: builtin_oidc.OIDCIssuer
+) -> None:
+    verifier = static_verifier(kit, builtin)
+    token = builtin.mint(email="ci@sigstack.local")
+    for _ in range(2):
+        verified = run(verifier.verify(token))
+        assert verified.claims["email"] == "ci@sigstack.local"
+        assert verified.issuer.issuer_url == BUILTIN_URL
+    kit.clock.advance(3600)  # far beyond jwks_ttl: static keys never expire or refetch
+    run(verifier.verify(builtin.mint(email="ci@sigstack.local")))
+    assert kit.web.requests == []
+    # external issuers in the same allow-list are still discovered over the network
+    run(verifier.verify(kit.email_token()))
+    assert kit.web.requests == [
+        ISSUER_URL + "/.well-known/openid-configuration",
+        ISSUER_URL + "/keys",
+    ]
+
+
+def test_static_keys_refuse_other_keys_without_fetching(
+    kit: Kit, builtin: builtin_oidc.OIDCIssuer
+) -> None:
+    verifier = static_verifier(kit, builtin)
+    impostor = builtin_oidc.OIDCIssuer(
+        builtin_oidc.OIDCConfig(BUILTIN_URL, ec.generate_private_key(ec.SECP256R1())),
+        clock=kit.clock,
+    )
+    # another key: its kid is not in the static set, and no refresh is attempted
+    rejected(kit, impostor.mint(email="a@b.c"), "not published", verifier)
+    kit.clock.advance(60)  # past jwks_min_refresh
+    rejected(kit, impostor.mint(email="a@b.c"), "not published", verifier)
+    # another key under the built-in issuer's kid
+    forged = jwt.encode(
+        jwt.decode(builtin.mint(email="a@b.c"), options={"verify_signature": False}),
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": builtin.kid},
+    )
+    rejected(kit, forged, "signature does not verify", verifier)
+    assert kit.web.requests == []
+
+
+@pytest.mark.parametrize(
+    ("jwks", "match"),
+    [
+        ({}, "JWK set"),
+        ({"keys": "x"}, "JWK set"),
+        ({"keys": []}, "no key"),
+        ({"keys": [{"kty": "EC", "x": object()}]}, "not JSON"),
+        ([], "JWK set"),
+    ],
+)
+def test_malformed_static_key_sets_are_config_errors(jwks: Any, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as err:
+        builtin_issuer(BUILTIN_URL, jwks=jwks)
+    assert BUILTIN_URL in err.value.message
+
+
+def test_unusable_static_key_sets_fail_when_the_verifier_is_built() -> None:
+    symmetric = {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "k"}]}
+    allow = IssuerAllowList.of([builtin_issuer(BUILTIN_URL, jwks=symmetric)])
+    with pytest.raises(ConfigError, match="no usable signing key") as err:
+        TokenVerifier(allow)
+    assert BUILTIN_URL in err.value.message
+
+
+def test_static_key_set_is_a_private_copy(builtin: builtin_oidc.OIDCIssuer) -> None:
+    jwks = builtin.jwks()
+    issuer = builtin_issuer(BUILTIN_URL, jwks=jwks)
+    jwks["keys"].clear()
+    assert issuer.jwks is not None and len(issuer.jwks["keys"]) == 1
+    assert "keys" not in repr(issuer)
+    assert issuer == builtin_issuer(BUILTIN_URL, jwks=builtin.jwks())
+    assert issuer != builtin_issuer(BUILTIN_URL)
+    assert hash(issuer) == hash(builtin_issuer(BUILTIN_URL))

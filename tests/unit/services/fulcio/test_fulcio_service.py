@@ -507,3 +507,29 @@ def test_trust_bundle_configuration_and_root_chain(kit: Kit) -> None:
     assert by_url["https://oidc.eks.*.amazonaws.com/id/*"]["challengeClaim"] == "sub"
     assert by_url["https://accounts.example.org"]["subjectDomain"] == "https://example.org"
     assert len(issuers) == 5
+
+
+def test_public_key_as_base64_der_is_accepted(kit: Kit) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = base64.b64encode(spki_der(key.public_key()))
+    pop = sign(key, b"alice@example.com")
+    issued = run(kit.service().issue_from_public_key(kit.email_token(), der, pop))
+    assert spki_der(require_supported(issued.certificate.public_key())) == spki_der(
+        key.public_key()
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not base64!", b"QUJD", b"-----BEGIN PUBLIC KEY-----\nQUJD\n-----END PUBLIC KEY-----\n"],
+)
+def test_unparsable_public_key_is_refused(kit: Kit, content: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="could not be parsed"):
+        run(kit.service().issue_from_public_key(kit.email_token(), content, b"sig"))
+    assert kit.ct.submissions == []
+
+
+def test_closing_a_service_whose_submitter_holds_nothing(kit: Kit) -> None:
+    service = kit.service()
+    run(service.aclose())  # LocalCTLog has no aclose(): nothing to release
+    run(service.aclose())
