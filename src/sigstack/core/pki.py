@@ -246,10 +246,3 @@ def check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
         raise VerificationError(f"certificate was not issued by the given issuer: {exc}") from exc
     except Exception as exc:  # cryptography raises InvalidSignature
         raise VerificationError("certificate signature does not verify with its issuer") from exc
-
-
-def utc(ts: dt.datetime) -> dt.datetime:
-    """``ts`` as an aware UTC datetime with whole seconds."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.UTC)
-    return ts.astimezone(dt.UTC).replace(microsecond=0)

@@ -2,13 +2,37 @@
 
 ``engine`` sequences entries into C2SP tiles and signs checkpoints; ``storage``
 states the contract a backend must honour; ``fs`` and ``memory`` are backends.
-This package imports no service, web framework or storage driver beyond its own.
+
+The names below are exported lazily (module ``__getattr__``): importing
+``sigstack.log.engine`` (which imports this package first) loads no storage driver,
+and ``from sigstack.log import FilesystemStorage`` loads only that one (architecture
+rule 1).
 """
 
-from sigstack.log.engine import BatchPolicy, Checkpoint, Entry, Integrated, TransparencyLog
-from sigstack.log.fs import FilesystemStorage
-from sigstack.log.memory import Fault, FaultPlan, MemoryStorage
-from sigstack.log.storage import LogStorage, validate_key
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sigstack.log.engine import BatchPolicy, Checkpoint, Entry, Integrated, TransparencyLog
+    from sigstack.log.fs import FilesystemStorage
+    from sigstack.log.memory import Fault, FaultPlan, MemoryStorage
+    from sigstack.log.storage import LogStorage, validate_key
+
+_EXPORTS = {
+    "BatchPolicy": "engine",
+    "Checkpoint": "engine",
+    "Entry": "engine",
+    "Integrated": "engine",
+    "TransparencyLog": "engine",
+    "FilesystemStorage": "fs",
+    "Fault": "memory",
+    "FaultPlan": "memory",
+    "MemoryStorage": "memory",
+    "LogStorage": "storage",
+    "validate_key": "storage",
+}
 
 __all__ = [
     "BatchPolicy",
@@ -23,3 +47,10 @@ __all__ = [
     "TransparencyLog",
     "validate_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

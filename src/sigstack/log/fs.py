@@ -32,14 +32,21 @@ runs.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from sigstack.core.errors import Conflict, StateError, StorageError
-from sigstack.fsutil import fsync_dir, make_dirs, unlink_quietly, write_temp
+from sigstack.fsutil import (
+    atomic_write,
+    fsync_dir,
+    locked,
+    make_dirs,
+    open_lock,
+    unlink_quietly,
+    write_temp,
+)
 from sigstack.log.storage import CHECKPOINT_KEY, LogStorage, validate_key
 
 _FILE_MODE = 0o644
@@ -110,65 +117,42 @@ class FilesystemStorage(LogStorage):
     def swap_checkpoint(self, old: bytes | None, new: bytes) -> None:
         path = self.root / CHECKPOINT_KEY
         with self._swap_lock:
-            try:
-                self._ensure_dir(self.root)
-                fd = os.open(self.root / _CHECKPOINT_LOCK, os.O_RDWR | os.O_CREAT, _FILE_MODE)
-            except OSError as exc:
-                raise StorageError(
-                    f"could not lock {self.root / _CHECKPOINT_LOCK}: {exc.strerror or exc}"
-                ) from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._ensure_dir(self.root)
+            # Blocking: a concurrent swap in another process waits, then compares.
+            with locked(self.root / _CHECKPOINT_LOCK, holder="another checkpoint swap"):
                 current = self._read(path)
                 if current != old:
                     raise Conflict(
                         f"{path} is not the checkpoint this writer last saw; "
                         "another writer changed the log"
                     )
-                tmp = write_temp(path, new, _FILE_MODE)
-                try:
-                    os.replace(tmp, path)
-                except OSError:
-                    unlink_quietly(tmp)
-                    raise
-                fsync_dir(self.root)
-            except OSError as exc:
-                raise StorageError(f"could not write {path}: {exc.strerror or exc}") from exc
-            finally:
-                os.close(fd)  # also releases the flock
+                atomic_write(path, new, _FILE_MODE)
 
     def _ensure_dir(self, directory: Path) -> None:
         """Create ``directory`` and missing parents, fsyncing each new entry's parent."""
         if directory in self._known_dirs:
             return
         with self._dir_lock:
-            make_dirs(directory, _DIR_MODE)
+            try:
+                make_dirs(directory, _DIR_MODE)
+            except OSError as exc:  # fsync of a parent; make_dirs wraps mkdir itself
+                raise StorageError(f"could not create {directory}: {exc.strerror or exc}") from exc
             self._known_dirs.add(directory)
 
     # -- writer lease ---------------------------------------------------------------
 
     def acquire_writer(self) -> None:
-        lock = self.root / _WRITER_LOCK
         with self._swap_lock:
             if self._writer_fd is not None:
                 raise Conflict(f"{self.root} is already opened for writing by this storage object")
-            try:
-                self._ensure_dir(self.root)
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
-            except OSError as exc:
-                raise StorageError(f"could not open {lock}: {exc.strerror or exc}") from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise Conflict(
-                    f"another process or log instance is writing the log in {self.root} "
-                    f"(lock {lock} is held); stop it first"
-                ) from None
-            except OSError as exc:
-                os.close(fd)
-                raise StorageError(f"could not lock {lock}: {exc.strerror or exc}") from exc
-            self._writer_fd = fd
+            self._ensure_dir(self.root)
+            # Non-blocking: a second writer gets Conflict ("<lock> is held by ...").
+            self._writer_fd = open_lock(
+                self.root / _WRITER_LOCK,
+                blocking=False,
+                holder=f"another process or log instance writing the log in {self.root}; "
+                "stop it first",
+            )
 
     def release_writer(self) -> None:
         with self._swap_lock:

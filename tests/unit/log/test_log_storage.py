@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,6 +167,30 @@ def test_fs_writer_lock_released_on_release(tmp_path: Path) -> None:
     b.acquire_writer()
     b.release_writer()
     assert os.path.exists(tmp_path / ".writer.lock")
+
+
+def test_fs_second_checkpoint_swap_waits_for_the_lock_then_compares(tmp_path: Path) -> None:
+    a, b = FilesystemStorage(tmp_path), FilesystemStorage(tmp_path)
+    a.swap_checkpoint(None, b"one")
+    with pytest.raises(Conflict, match="another writer changed the log"):
+        b.swap_checkpoint(None, b"two")
+    b.swap_checkpoint(b"one", b"two")
+    assert a.read_checkpoint() == b"two"
+    assert os.path.exists(tmp_path / ".checkpoint.lock")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_importing_the_engine_loads_no_storage_driver() -> None:
+    """Architecture rule 1: the package exports are lazy."""
+    code = (
+        "import sys, sigstack.log.engine, sigstack.log\n"
+        "drivers = ('sigstack.log.fs', 'sigstack.log.memory')\n"
+        "loaded = [m for m in drivers if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "from sigstack.log import MemoryStorage\n"
+        "assert 'sigstack.log.fs' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- memory fault injection ---------------------------------------------------------------------

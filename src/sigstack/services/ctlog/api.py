@@ -27,8 +27,6 @@ body. This module holds no domain logic: it decodes, calls the service, encodes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from typing import Any
 
 from starlette.requests import Request
@@ -36,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from sigstack.core.encoding import b64, b64decode
 from sigstack.core.errors import InvalidRequest
 from sigstack.services import http
 from sigstack.services.ctlog.service import CTLogService
@@ -44,8 +43,13 @@ SERVICE_NAME = "ctlog"
 PREFIX = "/ct/v1"
 
 
-def parse_chain_request(body: Any, max_length: int) -> list[bytes]:
-    """Decode an ``add-(pre-)chain`` body into DER certificates, leaf first."""
+def parse_chain_request(body: Any) -> list[bytes]:
+    """Decode an ``add-(pre-)chain`` body into DER certificates, leaf first.
+
+    Only the encoding is checked here; the chain's length (empty, longer than
+    ``max_chain_length``) and content are the service's ``validate_chain``'s concern.
+    The body is already capped at ``max_body_bytes``, so decoding it is bounded.
+    """
     if not isinstance(body, dict):
         raise InvalidRequest('request body must be a JSON object {"chain": [...]}')
     if "chain" not in body:
@@ -53,31 +57,18 @@ def parse_chain_request(body: Any, max_length: int) -> list[bytes]:
     chain = body["chain"]
     if not isinstance(chain, list):
         raise InvalidRequest('"chain" must be a list of base64-encoded DER certificates')
-    if not chain:
-        raise InvalidRequest("chain is empty: submit the certificate followed by its issuers")
-    if len(chain) > max_length:
-        raise InvalidRequest(
-            f"chain has {len(chain)} certificates; this log accepts at most {max_length}"
-        )
     out: list[bytes] = []
     for i, item in enumerate(chain):
         if not isinstance(item, str):
             raise InvalidRequest(f"chain[{i}] must be a base64 string, not {type(item).__name__}")
-        try:
-            der = base64.b64decode(item, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidRequest(f"chain[{i}] is not valid base64: {exc}") from exc
+        der = b64decode(item, what=f"chain[{i}]")
         if not der:
             raise InvalidRequest(f"chain[{i}] is empty")
         out.append(der)
     return out
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+_IMMUTABLE = {"Cache-Control": http.TILE_CACHE_CONTROL}
 _MAX_U64 = (1 << 64) - 1
 
 
@@ -125,13 +116,6 @@ _SCT_SCHEMA = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
 def _submission(summary: str, rfc_section: str) -> dict[str, Any]:
     return {
         "post": {
@@ -144,9 +128,9 @@ def _submission(summary: str, rfc_section: str) -> dict[str, Any]:
                     "description": "the SCT",
                     "content": {"application/json": {"schema": _SCT_SCHEMA}},
                 },
-                "400": _error("malformed request or a chain that does not validate"),
-                "413": _error("request body too large"),
-                "503": _error("the log is overloaded or not serving; retry"),
+                "400": http.error_spec("malformed request or a chain that does not validate"),
+                "413": http.error_spec("request body too large"),
+                "503": http.error_spec("the log is overloaded or not serving; retry"),
             },
         }
     }
@@ -157,8 +141,8 @@ def _static(summary: str, media_type: str, param: str | None) -> dict[str, Any]:
         "summary": summary,
         "responses": {
             "200": {"description": summary, "content": {media_type: {}}},
-            "400": _error("malformed path"),
-            "404": _error("not covered by the current checkpoint"),
+            "400": http.error_spec("malformed path"),
+            "404": http.error_spec("not covered by the current checkpoint"),
         },
     }
     if param is not None:
@@ -226,7 +210,7 @@ OPENAPI = http.openapi_document(
                             }
                         },
                     },
-                    "400": _error("sizes missing, malformed or beyond the tree"),
+                    "400": http.error_spec("sizes missing, malformed or beyond the tree"),
                 },
             }
         },
@@ -275,7 +259,7 @@ OPENAPI = http.openapi_document(
                             }
                         },
                     },
-                    "503": _error("the log is not serving"),
+                    "503": http.error_spec("the log is not serving"),
                 },
             }
         },
@@ -284,22 +268,25 @@ OPENAPI = http.openapi_document(
 
 
 def create_app(service: CTLogService) -> ASGIApp:
-    """The CT log's ASGI app. Shutting the app down closes the service's log."""
+    """The CT log's ASGI app.
+
+    The app does not own ``service``: whoever opened it (``open_ctlog``) closes it
+    with ``await service.close()``; shutting the app down leaves it open.
+    """
     limit = service.config.max_body_bytes
-    max_length = service.config.max_chain_length
 
     async def add_chain(request: Request) -> Response:
-        chain = parse_chain_request(await http.read_json(request, limit), max_length)
+        chain = parse_chain_request(await http.read_json(request, limit))
         sct = await service.add_chain(chain)
         return http.json_response(sct.to_json())
 
     async def add_pre_chain(request: Request) -> Response:
-        chain = parse_chain_request(await http.read_json(request, limit), max_length)
+        chain = parse_chain_request(await http.read_json(request, limit))
         sct = await service.add_pre_chain(chain)
         return http.json_response(sct.to_json())
 
     async def get_roots(_: Request) -> Response:
-        return http.json_response({"certificates": [_b64(d) for d in service.get_roots()]})
+        return http.json_response({"certificates": [b64(d) for d in service.get_roots()]})
 
     async def get_sth(_: Request) -> Response:
         return http.json_response(
@@ -310,13 +297,13 @@ def create_app(service: CTLogService) -> ASGIApp:
         first = _size_param(request, "first")
         second = _size_param(request, "second")
         proof = await asyncio.to_thread(service.get_sth_consistency, first, second)
-        return http.json_response({"consistency": [_b64(h) for h in proof]})
+        return http.json_response({"consistency": [b64(h) for h in proof]})
 
     async def checkpoint(_: Request) -> Response:
         return Response(
             service.read_checkpoint(),
             media_type="text/plain; charset=utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": http.CHECKPOINT_CACHE_CONTROL},
         )
 
     async def data_tile(request: Request) -> Response:
@@ -347,5 +334,4 @@ def create_app(service: CTLogService) -> ASGIApp:
         routes,
         openapi=OPENAPI,
         health=service.check_health,
-        on_shutdown=[service.close],
     )

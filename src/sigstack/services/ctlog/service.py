@@ -47,10 +47,11 @@ import asyncio
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sigstack.core.clock import Clock
 from sigstack.core.errors import (
     InvalidRequest,
     LogIntegrityError,
@@ -149,16 +150,6 @@ class CTLogService:
     def log(self) -> TransparencyLog:
         """The underlying transparency log."""
         return self._log
-
-    @property
-    def timestamps(self) -> MillisClock:
-        """The monotonic clock shared with the checkpoint signer."""
-        return self._timestamps
-
-    @property
-    def verifier(self) -> RFC6962NoteVerifier:
-        """Verifier of this log's checkpoints."""
-        return self._verifier
 
     # --- RFC 6962 operations -----------------------------------------------------------
 
@@ -283,7 +274,11 @@ class CTLogService:
             raise Unavailable("CT log is not serving: its checkpoint cannot be read") from exc
 
     async def close(self) -> None:
-        """Stop accepting submissions and close the log (idempotent)."""
+        """Stop accepting submissions and close the log (idempotent).
+
+        The caller of :func:`open_ctlog` owns the service and calls this; the HTTP app
+        never does.
+        """
         if self._closed:
             return
         self._closed = True
@@ -324,9 +319,7 @@ class CTLogService:
         self._stored_issuers.update(objects)
 
 
-def create_ctlog(
-    config: CTLogConfig, storage: LogStorage, *, clock: Callable[[], dt.datetime] | None = None
-) -> None:
+def create_ctlog(config: CTLogConfig, storage: LogStorage, *, clock: Clock | None = None) -> None:
     """Create the CT log in ``storage`` (once, at init time; an error if one exists)."""
     timestamps = MillisClock(clock) if clock is not None else MillisClock()
     TransparencyLog.create(storage, log_signer(config, timestamps), config.origin)
@@ -336,7 +329,7 @@ async def open_ctlog(
     config: CTLogConfig,
     storage: LogStorage,
     *,
-    clock: Callable[[], dt.datetime] | None = None,
+    clock: Clock | None = None,
     **log_options: Any,
 ) -> CTLogService:
     """Open the existing CT log in ``storage`` and return the service over it.

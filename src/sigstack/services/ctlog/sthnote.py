@@ -30,20 +30,26 @@ Guarantees:
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import struct
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from sigstack.core.clock import Clock, utcnow
+from sigstack.core.encoding import b64
 from sigstack.core.errors import InvalidRequest, VerificationError
 from sigstack.core.keys import spki_sha256
-from sigstack.core.note import check_key_name, open_note, parse_checkpoint, parse_note
+from sigstack.core.note import (
+    CheckpointBody,
+    check_key_name,
+    open_note,
+    parse_checkpoint,
+    parse_note,
+)
 from sigstack.core.sct import (
     decode_digitally_signed,
     sign_digitally,
@@ -57,10 +63,6 @@ SIGNATURE_TYPE_RFC6962 = 0x05
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
 _MAX_U64 = (1 << 64) - 1
-
-
-def _default_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def to_millis(when: dt.datetime) -> int:
@@ -79,7 +81,7 @@ class MillisClock:
     checkpoints on its own thread while requests issue SCTs.
     """
 
-    def __init__(self, clock: Callable[[], dt.datetime] = _default_clock) -> None:
+    def __init__(self, clock: Clock = utcnow) -> None:
         self._clock = clock
         self._last = 0
         self._lock = threading.Lock()
@@ -104,12 +106,6 @@ class MillisClock:
             if timestamp_ms > self._last:
                 self._last = timestamp_ms
 
-    @property
-    def last_ms(self) -> int:
-        """The highest timestamp issued or observed so far (0 before any)."""
-        with self._lock:
-            return self._last
-
 
 def rfc6962_key_id(name: str, log_id: bytes) -> bytes:
     """The 4-byte note key ID of an RFC 6962 note signature (static-ct-api)."""
@@ -119,21 +115,13 @@ def rfc6962_key_id(name: str, log_id: bytes) -> bytes:
     return hashlib.sha256(material).digest()[:4]
 
 
-@dataclass(frozen=True)
-class TreeHead:
-    """The body of a checkpoint signed with an RFC 6962 note signature."""
-
-    origin: str
-    size: int
-    root_hash: bytes
-
-
-def parse_checkpoint_body(text: bytes) -> TreeHead:
+def parse_checkpoint_body(text: bytes) -> CheckpointBody:
     """Parse a checkpoint body that an RFC 6962 note signature may cover.
 
     Exactly ``origin\\nsize\\nbase64(root)\\n`` (c2sp.org/tlog-checkpoint, parsed
     strictly by :func:`sigstack.core.note.parse_checkpoint`) and no extension lines,
-    which static-ct-api forbids for this signature type.
+    which static-ct-api forbids for this signature type: the returned body's
+    ``extensions`` is always empty.
     """
     try:
         decoded = text.decode("utf-8")
@@ -145,7 +133,7 @@ def parse_checkpoint_body(text: bytes) -> TreeHead:
             f"a checkpoint signed with an RFC 6962 signature must have exactly 3 lines "
             f"(origin, size, root hash); found {len(body.extensions)} extension line(s)"
         )
-    return TreeHead(body.origin, body.size, body.root_hash)
+    return body
 
 
 def encode_note_signature(timestamp_ms: int, digitally_signed: bytes) -> bytes:
@@ -269,7 +257,7 @@ class RFC6962NoteVerifier:
         """The key ID as a big-endian uint32."""
         return int.from_bytes(self._key_hash, "big")
 
-    def verify_timestamped(self, message: bytes, signature: bytes) -> tuple[TreeHead, int]:
+    def verify_timestamped(self, message: bytes, signature: bytes) -> tuple[CheckpointBody, int]:
         """Verify and return the tree head and the signature's timestamp (ms)."""
         head = parse_checkpoint_body(message)
         if head.origin != self._origin:
@@ -310,8 +298,8 @@ class SignedTreeHead:
         return {
             "tree_size": self.tree_size,
             "timestamp": self.timestamp_ms,
-            "sha256_root_hash": base64.b64encode(self.root_hash).decode("ascii"),
-            "tree_head_signature": base64.b64encode(self.tree_head_signature).decode("ascii"),
+            "sha256_root_hash": b64(self.root_hash),
+            "tree_head_signature": b64(self.tree_head_signature),
         }
 
     def verify(self, public_key: ec.EllipticCurvePublicKey) -> None:

@@ -7,7 +7,12 @@ framework-free layers; import ``sigstack.services.tsa.api`` for the ASGI app.
 """
 
 from sigstack.services.tsa.config import DEFAULT_POLICY_OID, TSAConfig
-from sigstack.services.tsa.service import FailureInfo, TimestampAuthority, TimestampRejected
+from sigstack.services.tsa.service import (
+    FailureInfo,
+    TimestampAuthority,
+    TimestampRejected,
+    TimestampReply,
+)
 
 __all__ = [
     "DEFAULT_POLICY_OID",
@@ -15,4 +20,5 @@ __all__ = [
     "TSAConfig",
     "TimestampAuthority",
     "TimestampRejected",
+    "TimestampReply",
 ]

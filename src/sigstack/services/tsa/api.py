@@ -33,13 +33,8 @@ from starlette.types import ASGIApp
 
 from sigstack.core.errors import InvalidRequest
 from sigstack.services.http import create_app as create_http_app
-from sigstack.services.http import openapi_document, read_body
-from sigstack.services.tsa.service import (
-    TIMESTAMP_QUERY,
-    TIMESTAMP_REPLY,
-    TimestampAuthority,
-    TimestampRejected,
-)
+from sigstack.services.http import error_spec, openapi_document, read_body
+from sigstack.services.tsa.service import TIMESTAMP_QUERY, TIMESTAMP_REPLY, TimestampAuthority
 
 TIMESTAMP_PATH = "/api/v1/timestamp"
 CERTCHAIN_PATH = "/api/v1/timestamp/certchain"
@@ -66,13 +61,6 @@ def _binary(description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {TIMESTAMP_REPLY: {"schema": {"type": "string", "format": "binary"}}},
-    }
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
 
 
@@ -126,9 +114,9 @@ def _openapi(body_limit: int) -> dict[str, Any]:
                             JSON: {"schema": {"$ref": "#/components/schemas/Error"}},
                         },
                     },
-                    "413": _error("request body too large"),
-                    "415": _error("unsupported Content-Type"),
-                    "503": _error("the signer certificate is not valid now"),
+                    "413": error_spec("request body too large"),
+                    "415": error_spec("unsupported Content-Type"),
+                    "503": error_spec("the signer certificate is not valid now"),
                 },
             }
         },
@@ -166,10 +154,8 @@ def create_app(service: TimestampAuthority) -> ASGIApp:
         if media == JSON:
             # TimestampRejected is an InvalidRequest: mapped to 400 {"code", "message"}.
             return _reply(service.timestamp_json(body))
-        try:
-            return _reply(service.grant(body))
-        except TimestampRejected as rejected:
-            return _reply(rejected.response_der(), 400)
+        answer = service.timestamp(body)
+        return _reply(answer.der, 200 if answer.granted else 400)
 
     async def certchain(_: Request) -> Response:
         return Response(service.chain_pem(), media_type=PEM_CHAIN)

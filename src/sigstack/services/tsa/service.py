@@ -22,20 +22,22 @@ each one something a Sigstore client checks (``interop.md`` section 7):
 * The chain ``[leaf, intermediates..., root]`` is embedded only when the request asks
   (``certReq`` true, or ``"certificates": true`` in the JSON form).
 
-A request that is malformed or asks for something we do not do is never granted: it raises
-:class:`TimestampRejected` carrying the PKIFailureInfo bit, which renders as a DER
-``TimeStampResp`` with status rejection (2).
+A request that is malformed or asks for something we do not do is never granted: it is
+refused with :class:`TimestampRejected` carrying the PKIFailureInfo bit, which renders as a
+DER ``TimeStampResp`` with status rejection (2). A DER request must be DER exactly: the
+parsed request re-encoded must reproduce the input bytes (asn1crypto's strict mode only
+refuses trailing bytes after the top-level value; without this check an extra element
+inside ``MessageImprint``, BER indefinite lengths, non-minimal lengths or integers, or an
+explicitly encoded DEFAULT would be granted, and another parser could read such bytes
+differently from us).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import enum
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +45,12 @@ from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from sigstack.core.clock import Clock, utcnow, whole_seconds
+from sigstack.core.encoding import b64decode
 from sigstack.core.errors import ConfigError, InvalidRequest, Unavailable
 from sigstack.core.keys import hash_for_key, sign
-from sigstack.core.pki import cert_der, pem_chain, random_serial, utc
+from sigstack.core.pki import cert_der, pem_chain, random_serial
 from sigstack.services.tsa.config import TSAConfig
-
-Clock = Callable[[], dt.datetime]
 
 #: Media types of the wire forms (RFC 3161 section 4 and upstream's JSON form).
 TIMESTAMP_QUERY = "application/timestamp-query"
@@ -70,10 +72,6 @@ _WEAK_OIDS = {
     "1.2.840.113549.2.5": "md5",
     "1.2.840.113549.2.2": "md2",
 }
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class FailureInfo(enum.StrEnum):
@@ -107,6 +105,23 @@ class TimestampRejected(InvalidRequest):
             }
         ).dump()
         return der
+
+
+@dataclass(frozen=True)
+class TimestampReply:
+    """The answer to a DER ``TimeStampReq``: a DER ``TimeStampResp``, granted or not.
+
+    ``rejection`` is the refusal (``None`` when granted); ``der`` is then its RFC 3161
+    rejection response, which the API answers with status 400.
+    """
+
+    der: bytes
+    rejection: TimestampRejected | None = None
+
+    @property
+    def granted(self) -> bool:
+        """Whether ``der`` carries a timestamp token."""
+        return self.rejection is None
 
 
 class _TimeStampResp(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
@@ -165,6 +180,9 @@ def _parse_der_request(der: bytes, policy_oid: str) -> _Request:
         )
     try:
         req = tsp.TimeStampReq.load(der, strict=True)
+        # Re-encoding from the parsed values (force=True) must give back the input: only
+        # then is the request DER, with nothing our parse skipped or normalised.
+        canonical = req.dump(force=True) == der
         version = req["version"].native
         algorithm = req["message_imprint"]["hash_algorithm"]
         alg_oid = algorithm["algorithm"].dotted
@@ -178,6 +196,13 @@ def _parse_der_request(der: bytes, policy_oid: str) -> _Request:
         raise TimestampRejected(
             FailureInfo.BAD_DATA_FORMAT, f"request is not a DER TimeStampReq: {exc}"
         ) from None
+    if not canonical:
+        raise TimestampRejected(
+            FailureInfo.BAD_DATA_FORMAT,
+            "request is not a DER TimeStampReq: it is not in distinguished encoding (an "
+            "unexpected element, an indefinite or non-minimal length, or an explicitly "
+            "encoded default)",
+        )
     if version != "v1":
         raise TimestampRejected(
             FailureInfo.BAD_REQUEST, f"TimeStampReq version must be 1 (v1), not {version}"
@@ -227,7 +252,11 @@ def _parse_json_request(body: bytes, policy_oid: str) -> _Request:
     """
     try:
         doc = json.loads(body, parse_int=_json_int, parse_constant=_json_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise TimestampRejected(
+            FailureInfo.BAD_DATA_FORMAT, "request body is not valid JSON: nested too deeply"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise TimestampRejected(
             FailureInfo.BAD_DATA_FORMAT, f"request body is not valid JSON: {exc}"
         ) from None
@@ -254,11 +283,9 @@ def _parse_json_request(body: bytes, policy_oid: str) -> _Request:
             FailureInfo.BAD_DATA_FORMAT, "artifactHash is required: the base64 digest"
         )
     try:
-        digest = base64.b64decode(artifact_hash, validate=True)
-    except (binascii.Error, ValueError):
-        raise TimestampRejected(
-            FailureInfo.BAD_DATA_FORMAT, "artifactHash is not valid standard base64"
-        ) from None
+        digest = b64decode(artifact_hash, what="artifactHash (standard base64)")
+    except InvalidRequest as exc:
+        raise TimestampRejected(FailureInfo.BAD_DATA_FORMAT, exc.message) from None
     _check_imprint(hash_name, digest)
 
     nonce = doc.get("nonce")
@@ -307,7 +334,7 @@ class TimestampAuthority:
     Stateless after construction and safe to call from several threads.
     """
 
-    def __init__(self, config: TSAConfig, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, config: TSAConfig, *, clock: Clock = utcnow) -> None:
         self._config = config
         self._clock = clock
         key = config.signer_key
@@ -365,21 +392,19 @@ class TimestampAuthority:
         """Raise :class:`Unavailable` unless a timestamp could be issued right now."""
         self._gen_time()
 
-    def timestamp(self, request_der: bytes) -> bytes:
+    def timestamp(self, request_der: bytes) -> TimestampReply:
         """Answer a DER ``TimeStampReq`` with a DER ``TimeStampResp``, granted or rejected.
 
-        Client faults never raise here: they come back as a rejection (status 2) with the
-        matching PKIFailureInfo. Server conditions do raise (``Unavailable`` when the signer
-        certificate is not valid now).
+        The one entry point of the DER form (the HTTP API calls it too). Client faults
+        never raise here: they come back as a rejection (status 2) with the matching
+        PKIFailureInfo, and ``rejection`` set. Server conditions do raise (``Unavailable``
+        when the signer certificate is not valid now).
         """
         try:
-            return self.grant(request_der)
+            request = _parse_der_request(request_der, self._config.policy_oid)
         except TimestampRejected as rejected:
-            return rejected.response_der()
-
-    def grant(self, request_der: bytes) -> bytes:
-        """A granted DER ``TimeStampResp`` for a DER request, or :class:`TimestampRejected`."""
-        return self._issue(_parse_der_request(request_der, self._config.policy_oid))
+            return TimestampReply(rejected.response_der(), rejected)
+        return TimestampReply(self._issue(request))
 
     def timestamp_json(self, body: bytes) -> bytes:
         """A granted DER ``TimeStampResp`` for upstream's JSON request form.
@@ -390,7 +415,7 @@ class TimestampAuthority:
         return self._issue(_parse_json_request(body, self._config.policy_oid))
 
     def _gen_time(self) -> dt.datetime:
-        now = utc(self._clock())  # whole seconds, UTC; see the module docstring
+        now = whole_seconds(self._clock())  # UTC; see the module docstring
         leaf = self._leaf
         if now < leaf.not_valid_before_utc or now > leaf.not_valid_after_utc:
             raise Unavailable(

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp
 
 from sigstack.core.errors import NotFound
 from sigstack.services.http import create_app as create_service_app
-from sigstack.services.http import json_response, openapi_document
+from sigstack.services.http import error_spec, openapi_document
 from sigstack.services.tuf.repository import ROOT_FILE, TIMESTAMP_FILE, TufRepository
 
 SERVICE_NAME = "tuf"
@@ -43,7 +43,6 @@ def _cache_control(relative: str) -> str:
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI document of the TUF repository app."""
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
     def file_route(summary: str, params: list[str]) -> dict[str, Any]:
         return {
@@ -55,7 +54,7 @@ def openapi() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {"description": "the file, byte for byte"},
-                    "404": {"description": "no such file", **error},
+                    "404": error_spec("no such file"),
                 },
             }
         }
@@ -84,9 +83,8 @@ def create_app(repo: TufRepository) -> ASGIApp:
         try:
             data = await run_in_threadpool(repo.read_public, relative)
         except NotFound as exc:
-            return json_response(
-                {"code": 404, "message": exc.message}, 404, {"Cache-Control": NOT_FOUND}
-            )
+            # Answered by the shared error handler, with a header no cache may ignore.
+            raise NotFound(exc.message, headers={"Cache-Control": NOT_FOUND}) from None
         media_type = (
             "application/json" if relative.endswith(".json") else "application/octet-stream"
         )

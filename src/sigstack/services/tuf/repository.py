@@ -35,6 +35,17 @@ Metadata is built and signed with python-tuf's Metadata API and securesystemslib
 * **Single writer at a time.** Writers take an exclusive ``flock`` on ``.lock``; a
   writer that finds the repository changed by another process since it last looked
   re-verifies it from disk before writing.
+* **Versions never go backwards.** A new root, targets or snapshot version is always
+  above every version of that role on disk (a lower or equal one is refused with
+  ``StateError``, whatever the loaded state says). ``timestamp.json`` has no versioned
+  files, so each ``TufRepository`` remembers the highest timestamp version it has
+  loaded or written: a ``timestamp.json`` found rolled back below it (or replaced at the
+  same version) is refused with ``StateError`` rather than loaded and re-signed.
+  Limit: that memory is per process. A ``timestamp.json`` rolled back while no process
+  holds the repository is loaded by the next ``open`` and the following timestamp
+  reuses version numbers already served (clients that saw the higher version then
+  refuse it as a rollback until it is overtaken). Closing that gap needs a durable
+  high-water mark (see ``TufRepository.open``).
 
 Not handled here (see the ops commands as they come): rotating a role's key,
 deleting old versions.
@@ -45,13 +56,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
-import fcntl
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +81,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 from tuf.api.serialization import DeserializationError, SerializationError
 from tuf.api.serialization.json import JSONSerializer
 
+from sigstack.core.clock import Clock, utcnow, whole_seconds
 from sigstack.core.errors import (
     ConfigError,
     Conflict,
@@ -80,7 +91,7 @@ from sigstack.core.errors import (
     StorageError,
     Unavailable,
 )
-from sigstack.fsutil import atomic_write
+from sigstack.fsutil import atomic_write, locked, read_file
 from sigstack.services.tuf.config import (
     ROLES,
     ROOT,
@@ -91,7 +102,6 @@ from sigstack.services.tuf.config import (
     TufKeys,
 )
 
-Clock = Callable[[], datetime]
 S = TypeVar("S", Root, Targets, Snapshot, Timestamp)
 
 ROOT_FILE = "root.json"
@@ -112,15 +122,16 @@ _TEMP_RE = re.compile(r"\..+\.tmp")
 _SERIALIZER = JSONSerializer(compact=False)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _utc(when: datetime) -> datetime:
     """``when`` in UTC to the second; naive datetimes are refused (no guessing zones)."""
-    if not isinstance(when, datetime) or when.utcoffset() is None:
-        raise ConfigError("TUF times must be timezone-aware datetimes (use datetime.now(UTC))")
-    return when.astimezone(UTC).replace(microsecond=0)
+    if not isinstance(when, datetime):
+        raise ConfigError(f"TUF times must be timezone-aware datetimes, not {when!r}")
+    try:
+        return whole_seconds(when)
+    except TypeError:
+        raise ConfigError(
+            "TUF times must be timezone-aware datetimes (use sigstack.core.clock.utcnow())"
+        ) from None
 
 
 def check_target_name(name: str) -> None:
@@ -177,26 +188,9 @@ def check_public_path(relative: str) -> None:
 # --- file system helpers --------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _writer_lock(directory: Path) -> Iterator[None]:
-    try:
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StorageError(f"could not open the writer lock in {directory}: {exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise StateError(path, "is missing") from None
-    except OSError as exc:
-        raise StateError(path, f"cannot be read: {exc}") from exc
+def _writer_lock(directory: Path) -> contextlib.AbstractContextManager[int]:
+    """The writers' exclusive lock on ``directory/.lock`` (blocking)."""
+    return locked(directory / LOCK_FILE, holder="another TUF repository writer")
 
 
 def _versions_on_disk(directory: Path, role: str) -> list[int]:
@@ -282,22 +276,6 @@ class RepositoryStatus:
     roles: dict[str, RoleStatus]
     targets: dict[str, str]  # name -> sha256
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "directory": str(self.directory),
-            "roles": {
-                role: {
-                    "version": s.version,
-                    "filename": s.filename,
-                    "expires": s.expires.isoformat(),
-                    "renew_after": s.renew_after.isoformat(),
-                    "expired": s.expired,
-                }
-                for role, s in self.roles.items()
-            },
-            "targets": dict(self.targets),
-        }
-
 
 class TufRepository:
     """A TUF repository on disk with its four online role keys.
@@ -325,6 +303,9 @@ class TufRepository:
         self._public = {role: self._signers[role].public_key for role in ROLES}
         self._state: _State | None = None
         self._stale = False
+        # The highest timestamp version this object has loaded or written, with its
+        # bytes: timestamp.json is never accepted below it (see the module docstring).
+        self._timestamp_seen: tuple[int, bytes] | None = None
 
     # --- construction ---------------------------------------------------------------------
 
@@ -337,7 +318,7 @@ class TufRepository:
         now: datetime | None = None,
         *,
         policy: ExpiryPolicy | None = None,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> TufRepository:
         """Create version 1 of every role in ``directory`` (absent or empty).
 
@@ -371,9 +352,20 @@ class TufRepository:
         keys: TufKeys,
         *,
         policy: ExpiryPolicy | None = None,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> TufRepository:
-        """Load and verify the repository in ``directory`` (``StateError`` naming the file)."""
+        """Load and verify the repository in ``directory`` (``StateError`` naming the file).
+
+        Rollback: versioned files bound what root, targets and snapshot may be written
+        next, but nothing on disk records the highest ``timestamp.json`` ever served, so
+        a rolled-back ``timestamp.json`` (an older, validly signed one) is accepted here
+        and the next timestamp reuses served version numbers. Refusing it across
+        restarts needs a durable high-water mark: the highest timestamp version (and
+        its hash) written before each commit to a file outside the served tree,
+        fsynced, and required at open (``timestamp.json`` below it, or at it with other
+        bytes, is a ``StateError``), with an operator command to re-baseline after a
+        deliberate restore.
+        """
         repo = cls(Path(directory), keys, policy=policy or ExpiryPolicy(), clock=clock)
         if not repo._dir.is_dir():
             raise StateError(repo._dir, "is not a TUF repository directory (missing)")
@@ -536,7 +528,11 @@ class TufRepository:
             state = self._require_state()
             timestamp_path = self._dir / TIMESTAMP_FILE
             next_root = self._dir / f"{state.root.signed.version + 1}.root.json"
-            if self._stale or _read(timestamp_path) != state.timestamp_bytes or next_root.exists():
+            if (
+                self._stale
+                or read_file(timestamp_path, what="timestamp metadata") != state.timestamp_bytes
+                or next_root.exists()
+            ):
                 self._stale = True
                 state = self._state = self._load()
                 self._stale = False
@@ -568,13 +564,14 @@ class TufRepository:
                 "is missing: the repository is incomplete (interrupted creation?); "
                 "it was never served, remove the directory and create it again",
             )
-        ts_bytes = _read(ts_path)
+        ts_bytes = read_file(ts_path, what="timestamp metadata")
         timestamp = _parse(ts_path, ts_bytes, Timestamp)
         _check_signed(root.signed, TIMESTAMP, timestamp, ts_path)
+        self._check_timestamp_not_rolled_back(timestamp.signed.version, ts_bytes, ts_path)
 
         snap_meta = timestamp.signed.snapshot_meta
         snap_path = self._dir / f"{snap_meta.version}.snapshot.json"
-        snap_bytes = _read(snap_path)
+        snap_bytes = read_file(snap_path, what="snapshot metadata")
         _check_meta(snap_meta, snap_bytes, snap_path, TIMESTAMP_FILE)
         snapshot = _parse(snap_path, snap_bytes, Snapshot)
         _check_signed(root.signed, SNAPSHOT, snapshot, snap_path)
@@ -585,7 +582,7 @@ class TufRepository:
         if targets_meta is None:
             raise StateError(snap_path, "does not list targets.json")
         targets_path = self._dir / f"{targets_meta.version}.targets.json"
-        targets_bytes = _read(targets_path)
+        targets_bytes = read_file(targets_path, what="targets metadata")
         _check_meta(targets_meta, targets_bytes, targets_path, snap_path.name)
         targets = _parse(targets_path, targets_bytes, Targets)
         _check_signed(root.signed, TARGETS, targets, targets_path)
@@ -598,8 +595,11 @@ class TufRepository:
             if _TARGET_NAME_RE.fullmatch(name) is None or HASH_ALGORITHM not in target.hashes:
                 raise StateError(targets_path, f"lists target {name!r} sigstack cannot serve")
             target_path = self._dir / target_file_name(target)
-            _check_meta(target, _read(target_path), target_path, targets_path.name)
+            _check_meta(
+                target, read_file(target_path, what="target file"), target_path, targets_path.name
+            )
 
+        self._saw_timestamp(timestamp.signed.version, ts_bytes)
         return _State(
             root, root_bytes, targets, targets_bytes, snapshot, snap_bytes, timestamp, ts_bytes
         )
@@ -607,7 +607,7 @@ class TufRepository:
     def _load_root_chain(self) -> tuple[Metadata[Root], bytes, Path]:
         """Verify 1.root.json -> N.root.json as a client would; return the latest."""
         path = self._dir / "1.root.json"
-        data = _read(path)
+        data = read_file(path, what="root metadata")
         root = _parse(path, data, Root)
         if root.signed.version != 1:
             raise StateError(path, f"has version {root.signed.version}, expected 1")
@@ -616,7 +616,7 @@ class TufRepository:
             next_path = self._dir / f"{root.signed.version + 1}.root.json"
             if not next_path.exists():
                 break
-            next_data = _read(next_path)
+            next_data = read_file(next_path, what="root metadata")
             new = _parse(next_path, next_data, Root)
             if new.signed.version != root.signed.version + 1:
                 raise StateError(next_path, f"has version {new.signed.version}")
@@ -651,11 +651,11 @@ class TufRepository:
     def _check_root_copy(self, root_bytes: bytes, root_path: Path, latest: int) -> None:
         """root.json must equal the latest root; finish an interrupted renewal."""
         copy_path = self._dir / ROOT_FILE
-        current = _read(copy_path)
+        current = read_file(copy_path, what="root metadata copy")
         if current == root_bytes:
             return
         for version in range(1, latest):
-            if current == _read(self._dir / f"{version}.root.json"):
+            if current == read_file(self._dir / f"{version}.root.json", what="root metadata"):
                 # Crash between writing N+1.root.json and root.json: complete it.
                 atomic_write(copy_path, root_bytes)
                 return
@@ -674,10 +674,49 @@ class TufRepository:
     def _next_version(self, role: str, current: int) -> int:
         return max([current, *_versions_on_disk(self._dir, role)]) + 1
 
+    def _check_new_version(self, role: str, version: int) -> None:
+        """Refuse to write ``version`` of ``role`` unless it is above every one on disk."""
+        newest = max(_versions_on_disk(self._dir, role), default=0)
+        if version <= newest:
+            raise StateError(
+                self._dir / f"{newest}.{role}.json",
+                f"exists, so {role} version {version} would reuse or go below a version "
+                "already published; refusing to write it",
+            )
+
+    def _check_timestamp_not_rolled_back(self, version: int, data: bytes, path: Path) -> None:
+        """Refuse a timestamp.json older than (or replacing) one this object has seen."""
+        seen = self._timestamp_seen
+        if seen is None:
+            return
+        if version < seen[0]:
+            raise StateError(
+                path,
+                f"has version {version}, but version {seen[0]} was already loaded or "
+                "written by this process: timestamp.json was rolled back; refusing to "
+                "serve or re-sign an older state",
+            )
+        if version == seen[0] and data != seen[1]:
+            raise StateError(
+                path,
+                f"was replaced by different metadata with the same version {version}; "
+                "refusing to continue from it",
+            )
+
+    def _saw_timestamp(self, version: int, data: bytes) -> None:
+        if self._timestamp_seen is None or version >= self._timestamp_seen[0]:
+            self._timestamp_seen = (version, data)
+
+    def _next_timestamp_version(self, current: int) -> int:
+        seen = self._timestamp_seen[0] if self._timestamp_seen is not None else 0
+        return max(current, seen) + 1
+
     def _store_target(self, target: TargetFile, data: bytes) -> None:
         path = self._dir / target_file_name(target)
         if path.exists():
-            _check_meta(target, _read(path), path, "the content being published")
+            _check_meta(
+                target, read_file(path, what="target file"), path, "the content being published"
+            )
             return
         atomic_write(path, data, exclusive=True)
 
@@ -712,6 +751,7 @@ class TufRepository:
     # next version from the current state and returns the state with it.
 
     def _write_root(self, root: Root) -> tuple[Metadata[Root], bytes]:
+        self._check_new_version(ROOT, root.version)
         md, data = self._sign(root)
         atomic_write(
             self._dir / f"{root.version}.root.json", data, exclusive=True
@@ -722,6 +762,7 @@ class TufRepository:
     def _write_targets(
         self, version: int, targets: dict[str, TargetFile], when: datetime
     ) -> tuple[Metadata[Targets], bytes]:
+        self._check_new_version(TARGETS, version)
         md, data = self._sign(
             Targets(version=version, expires=when + self._policy.targets, targets=targets)
         )
@@ -731,6 +772,7 @@ class TufRepository:
     def _write_snapshot(
         self, version: int, targets_version: int, targets_bytes: bytes, when: datetime
     ) -> tuple[Metadata[Snapshot], bytes]:
+        self._check_new_version(SNAPSHOT, version)
         targets_meta = MetaFile.from_data(targets_version, targets_bytes, [HASH_ALGORITHM])
         md, data = self._sign(
             Snapshot(
@@ -745,6 +787,12 @@ class TufRepository:
     def _write_timestamp(
         self, version: int, snapshot_version: int, snapshot_bytes: bytes, when: datetime
     ) -> tuple[Metadata[Timestamp], bytes]:
+        if self._timestamp_seen is not None and version <= self._timestamp_seen[0]:
+            raise StateError(
+                self._dir / TIMESTAMP_FILE,
+                f"version {self._timestamp_seen[0]} was already written or loaded; refusing "
+                f"to write version {version}",
+            )
         snapshot_meta = MetaFile.from_data(snapshot_version, snapshot_bytes, [HASH_ALGORITHM])
         md, data = self._sign(
             Timestamp(
@@ -754,6 +802,7 @@ class TufRepository:
             )
         )
         atomic_write(self._dir / TIMESTAMP_FILE, data)  # commit point
+        self._saw_timestamp(version, data)
         return md, data
 
     def _renew_root(self, state: _State, when: datetime) -> _State:
@@ -779,7 +828,7 @@ class TufRepository:
 
     def _sign_timestamp(self, state: _State, when: datetime) -> _State:
         md, data = self._write_timestamp(
-            state.timestamp.signed.version + 1,
+            self._next_timestamp_version(state.timestamp.signed.version),
             state.snapshot.signed.version,
             state.snapshot_bytes,
             when,

@@ -289,7 +289,44 @@ async def test_http_wrong_method(client: httpx.AsyncClient) -> None:
 
 def test_parse_chain_request_decodes(fulcio_pki: Any) -> None:
     chain = [der(fulcio_pki.precert()), *fulcio_pki.chain_ders]
-    assert parse_chain_request(body(*chain), 10) == chain
+    assert parse_chain_request(body(*chain)) == chain
+
+
+def test_parse_chain_request_leaves_length_checks_to_the_service(fulcio_pki: Any) -> None:
+    """Empty and too-long chains are validate_chain's to refuse (one place, same message)."""
+    assert parse_chain_request({"chain": []}) == []
+    chain = [der(fulcio_pki.intermediate)] * 20
+    assert parse_chain_request(body(*chain)) == chain
+
+
+async def _run_lifespan(app: Any) -> None:
+    """Drive the ASGI lifespan protocol through startup and shutdown."""
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"], sent
+
+
+async def test_app_shutdown_leaves_the_service_to_its_owner(
+    service: CTLogService, fulcio_pki: Any
+) -> None:
+    """Whoever called open_ctlog closes the service; the app's shutdown does not."""
+    app = create_app(service)
+    await _run_lifespan(app)
+    await service.check_health()  # still open
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ctlog.test") as c:
+        resp = await c.post(
+            "/ct/v1/add-pre-chain", json=body(der(fulcio_pki.precert()), *fulcio_pki.chain_ders)
+        )
+    assert resp.status_code == 200, resp.text
 
 
 # --- monitoring reads (static-ct-api) -----------------------------------------------------

@@ -112,6 +112,19 @@ def test_der_garbage_is_400_with_der_rejection(client: Any, tsa_kit: Any) -> Non
     assert info["fail_info"] == {"bad_data_format"}
 
 
+def test_der_non_canonical_request_is_400_with_der_rejection(
+    client: Any, tsa_kit: Any, der_request: DerRequest
+) -> None:
+    good = der_request(DIGEST)
+    ber = b"\x30\x80" + good[2:] + b"\x00\x00"  # indefinite length: BER, not DER
+    response = client.post(URL, content=ber, headers=DER_HEADERS)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/timestamp-reply"
+    info = tsa_kit.status_info(response.content)
+    assert info["status"] == "rejection"
+    assert info["fail_info"] == {"bad_data_format"}
+
+
 def test_der_empty_body_is_400_with_der_rejection(client: Any, tsa_kit: Any) -> None:
     response = client.post(URL, content=b"", headers=DER_HEADERS)
     assert response.status_code == 400

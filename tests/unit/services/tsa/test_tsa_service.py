@@ -68,7 +68,7 @@ def tst_info(response: tsp.TimeStampResp) -> tsp.TSTInfo:
 def test_sigstore_python_request_verifies_with_rfc3161_client(tsa_kit: Any) -> None:
     service = tsa_kit.service()
     request = python_client_request()
-    der = service.timestamp(request.as_bytes())
+    der = service.timestamp(request.as_bytes()).der
 
     response = decode_timestamp_response(der)
     assert response.status == 0
@@ -84,14 +84,14 @@ def test_sigstore_python_request_verifies_with_rfc3161_client(tsa_kit: Any) -> N
 
 def test_sha512_request_verifies_with_rfc3161_client(tsa_kit: Any) -> None:
     request = python_client_request(algorithm=HashAlgorithm.SHA512)
-    der = tsa_kit.service().timestamp(request.as_bytes())
+    der = tsa_kit.service().timestamp(request.as_bytes()).der
     tsa_kit.rfc3161_verify(der, SIGNATURE)
     imprint = tst_info(tsa_kit.token(der))["message_imprint"]
     assert imprint["hash_algorithm"]["algorithm"].native == "sha512"
 
 
 def test_openssl_verifies_token(tsa_kit: Any) -> None:
-    der = tsa_kit.service().timestamp(python_client_request().as_bytes())
+    der = tsa_kit.service().timestamp(python_client_request().as_bytes()).der
     result = tsa_kit.openssl_verify(der, SIGNATURE)
     assert result.returncode == 0, result.stderr
     assert "Verification: OK" in result.stdout
@@ -102,7 +102,7 @@ def test_openssl_verifies_each_supported_imprint(
     tsa_kit: Any, der_request: DerRequest, algorithm: str
 ) -> None:
     digest = hashlib.new(algorithm, SIGNATURE).digest()
-    der = tsa_kit.service().timestamp(der_request(digest, algorithm=algorithm, nonce=99))
+    der = tsa_kit.service().timestamp(der_request(digest, algorithm=algorithm, nonce=99)).der
     result = tsa_kit.openssl_verify(der, SIGNATURE)
     assert result.returncode == 0, result.stderr
 
@@ -113,7 +113,7 @@ def test_openssl_checks_the_request_too(tsa_kit: Any) -> None:
     if openssl is None:
         pytest.skip("openssl is not on PATH: the OpenSSL oracle cannot run")
     request = python_client_request()
-    der = tsa_kit.service().timestamp(request.as_bytes())
+    der = tsa_kit.service().timestamp(request.as_bytes()).der
     tmp: Path = tsa_kit.tmp
     (tmp / "q.tsq").write_bytes(request.as_bytes())
     (tmp / "r.tsr").write_bytes(der)
@@ -142,7 +142,7 @@ def test_chain_with_intermediate_verifies(tsa_kit: Any) -> None:
         tsa_kit.leaf_key.public_key(), issuer=intermediate, issuer_key=inter_key
     )
     service = tsa_kit.service(cert_chain=(leaf, intermediate, tsa_kit.root))
-    der = service.timestamp(python_client_request().as_bytes())
+    der = service.timestamp(python_client_request().as_bytes()).der
     tsa_kit.rfc3161_verify(der, SIGNATURE, leaf=leaf, intermediates=(intermediate,))
     result = tsa_kit.openssl_verify(der, SIGNATURE, untrusted=(leaf, intermediate))
     assert result.returncode == 0, result.stderr
@@ -157,7 +157,7 @@ def test_p384_signer_uses_sha384_and_verifies(tsa_kit: Any) -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     leaf = tsa_kit.leaf_for(key.public_key())
     service = tsa_kit.service(signer_key=key, cert_chain=(leaf, tsa_kit.root))
-    der = service.timestamp(python_client_request().as_bytes())
+    der = service.timestamp(python_client_request().as_bytes()).der
     info = signer_info(tsa_kit.token(der))
     assert info["signature_algorithm"]["algorithm"].native == "sha384_ecdsa"
     assert info["digest_algorithm"]["algorithm"].native == "sha384"
@@ -201,7 +201,7 @@ def test_sigstore_js_parser_verifies_token(tsa_kit: Any) -> None:
 
 
 def test_tampered_token_fails_rfc3161_client_and_openssl(tsa_kit: Any) -> None:
-    der = tsa_kit.service().timestamp(python_client_request().as_bytes())
+    der = tsa_kit.service().timestamp(python_client_request().as_bytes()).der
     at = der.index(SHA256)  # the messageImprint inside the signed TSTInfo
     tampered = der[:at] + bytes([der[at] ^ 0x01]) + der[at + 1 :]
     # Re-targeting the imprint at the tampered digest still fails: the signature breaks.
@@ -215,7 +215,7 @@ def test_tampered_token_fails_rfc3161_client_and_openssl(tsa_kit: Any) -> None:
 
 
 def test_tampered_signature_fails_verification(tsa_kit: Any) -> None:
-    der = tsa_kit.service().timestamp(python_client_request().as_bytes())
+    der = tsa_kit.service().timestamp(python_client_request().as_bytes()).der
     signature = signer_info(tsa_kit.token(der))["signature"].native
     at = der.rindex(signature) + len(signature) - 1
     tampered = der[:at] + bytes([der[at] ^ 0x01]) + der[at + 1 :]
@@ -225,7 +225,7 @@ def test_tampered_signature_fails_verification(tsa_kit: Any) -> None:
 
 
 def test_other_message_and_other_root_fail_verification(tsa_kit: Any) -> None:
-    der = tsa_kit.service().timestamp(python_client_request().as_bytes())
+    der = tsa_kit.service().timestamp(python_client_request().as_bytes()).der
     with pytest.raises(VerificationError):
         tsa_kit.rfc3161_verify(der, SIGNATURE + b"!")
     _, other_root = tsa_kit.new_root()
@@ -239,7 +239,7 @@ def test_other_message_and_other_root_fail_verification(tsa_kit: Any) -> None:
 
 def test_token_structure(tsa_kit: Any, der_request: DerRequest) -> None:
     service = tsa_kit.service()
-    der = service.timestamp(der_request(SHA256, nonce=12345, cert_req=True))
+    der = service.timestamp(der_request(SHA256, nonce=12345, cert_req=True)).der
     response = tsa_kit.token(der)
     assert response["status"]["status"].native == "granted"
     token = response["time_stamp_token"]
@@ -307,7 +307,7 @@ def test_token_structure(tsa_kit: Any, der_request: DerRequest) -> None:
 
 def test_gen_time_is_whole_seconds_generalized_time(tsa_kit: Any, der_request: DerRequest) -> None:
     """sigstore-js parses only YYYYMMDDhhmmss[.fff]Z; we send whole seconds."""
-    der = tsa_kit.service().timestamp(der_request(SHA256))
+    der = tsa_kit.service().timestamp(der_request(SHA256)).der
     gen_time = tst_info(tsa_kit.token(der))["gen_time"]
     assert gen_time.tag == 24  # GeneralizedTime
     assert gen_time.contents == tsa_kit.clock.now.strftime("%Y%m%d%H%M%SZ").encode()
@@ -316,7 +316,7 @@ def test_gen_time_is_whole_seconds_generalized_time(tsa_kit: Any, der_request: D
 def test_serials_differ(tsa_kit: Any, der_request: DerRequest) -> None:
     service = tsa_kit.service()
     serials = {
-        tst_info(tsa_kit.token(service.timestamp(der_request(SHA256))))["serial_number"].native
+        tst_info(tsa_kit.token(service.timestamp(der_request(SHA256)).der))["serial_number"].native
         for _ in range(8)
     }
     assert len(serials) == 8
@@ -324,10 +324,10 @@ def test_serials_differ(tsa_kit: Any, der_request: DerRequest) -> None:
 
 def test_accuracy_is_configurable_and_omittable(tsa_kit: Any, der_request: DerRequest) -> None:
     fine = tsa_kit.service(accuracy=dt.timedelta(seconds=2, milliseconds=5, microseconds=7))
-    info = tst_info(tsa_kit.token(fine.timestamp(der_request(SHA256))))
+    info = tst_info(tsa_kit.token(fine.timestamp(der_request(SHA256)).der))
     assert info["accuracy"].native == {"seconds": 2, "millis": 5, "micros": 7}
     none = tsa_kit.service(accuracy=None)
-    der = none.timestamp(der_request(SHA256))
+    der = none.timestamp(der_request(SHA256)).der
     assert tst_info(tsa_kit.token(der))["accuracy"].native is None
     tsa_kit.rfc3161_verify(der, SIGNATURE)
 
@@ -336,7 +336,7 @@ def test_accuracy_is_configurable_and_omittable(tsa_kit: Any, der_request: DerRe
     "nonce", [0, 1, 2**63 - 1, 2**64 - 1, 2**64, 2**255 + 12345, 2**511 + 1, -5]
 )
 def test_nonce_echoed_exactly(tsa_kit: Any, der_request: DerRequest, nonce: int) -> None:
-    der = tsa_kit.service().timestamp(der_request(SHA256, nonce=nonce))
+    der = tsa_kit.service().timestamp(der_request(SHA256, nonce=nonce)).der
     assert tst_info(tsa_kit.token(der))["nonce"].native == nonce
     if nonce >= 0:  # rfc3161-client's VerifierBuilder refuses negative nonces
         VerifierBuilder(nonce=nonce).tsa_certificate(tsa_kit.leaf).add_root_certificate(
@@ -345,12 +345,12 @@ def test_nonce_echoed_exactly(tsa_kit: Any, der_request: DerRequest, nonce: int)
 
 
 def test_nonce_absent_when_not_requested(tsa_kit: Any, der_request: DerRequest) -> None:
-    der = tsa_kit.service().timestamp(der_request(SHA256))
+    der = tsa_kit.service().timestamp(der_request(SHA256)).der
     assert tst_info(tsa_kit.token(der))["nonce"].native is None
 
 
 def test_oversized_nonce_rejected(tsa_kit: Any, der_request: DerRequest) -> None:
-    der = tsa_kit.service().timestamp(der_request(SHA256, nonce=2**600))
+    der = tsa_kit.service().timestamp(der_request(SHA256, nonce=2**600)).der
     info = tsa_kit.status_info(der)
     assert info["status"] == "rejection"
     assert info["fail_info"] == {"bad_request"}
@@ -358,7 +358,7 @@ def test_oversized_nonce_rejected(tsa_kit: Any, der_request: DerRequest) -> None
 
 def test_cert_req_false_omits_certificates(tsa_kit: Any, der_request: DerRequest) -> None:
     """sigstore-go asks without certReq; the token then carries no certificates."""
-    der = tsa_kit.service().timestamp(der_request(SHA256, cert_req=False))
+    der = tsa_kit.service().timestamp(der_request(SHA256, cert_req=False)).der
     signed = tsa_kit.token(der)["time_stamp_token"]["content"]
     assert signed["certificates"].native is None
     assert decode_timestamp_response(der).signed_data.certificates == set()
@@ -368,10 +368,10 @@ def test_cert_req_false_omits_certificates(tsa_kit: Any, der_request: DerRequest
 
 
 def test_policy_matching_ours_is_granted(tsa_kit: Any, der_request: DerRequest) -> None:
-    der = tsa_kit.service().timestamp(der_request(SHA256, policy=DEFAULT_POLICY_OID))
+    der = tsa_kit.service().timestamp(der_request(SHA256, policy=DEFAULT_POLICY_OID)).der
     assert tsa_kit.status_info(der)["status"] == "granted"
     custom = tsa_kit.service(policy_oid="1.3.6.1.4.1.99999.1")
-    der = custom.timestamp(der_request(SHA256, policy="1.3.6.1.4.1.99999.1"))
+    der = custom.timestamp(der_request(SHA256, policy="1.3.6.1.4.1.99999.1")).der
     assert tst_info(tsa_kit.token(der))["policy"].dotted == "1.3.6.1.4.1.99999.1"
 
 
@@ -401,12 +401,12 @@ def assert_rejected(tsa_kit: Any, der: bytes, failure: str) -> None:
 def test_unsupported_hash_rejected_bad_alg(
     tsa_kit: Any, der_request: DerRequest, algorithm: str, size: int
 ) -> None:
-    der = tsa_kit.service().timestamp(der_request(b"\x11" * size, algorithm=algorithm))
+    der = tsa_kit.service().timestamp(der_request(b"\x11" * size, algorithm=algorithm)).der
     assert_rejected(tsa_kit, der, "bad_alg")
 
 
 def test_unknown_hash_oid_rejected_bad_alg(tsa_kit: Any, der_request: DerRequest) -> None:
-    der = tsa_kit.service().timestamp(der_request(SHA256, algorithm="1.2.3.4.5"))
+    der = tsa_kit.service().timestamp(der_request(SHA256, algorithm="1.2.3.4.5")).der
     assert_rejected(tsa_kit, der, "bad_alg")
 
 
@@ -416,7 +416,7 @@ def test_hash_parameters_other_than_null_rejected(tsa_kit: Any, der_request: Der
     int_params = b"\x30\x0e\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x02\x01\x05"
     assert good[5:7] == b"\x30\x31" and good[7:22] == null_params
     bad = bytes([0x30, good[1] + 1]) + good[2:5] + b"\x30\x32" + int_params + good[22:]
-    der = tsa_kit.service().timestamp(bad)
+    der = tsa_kit.service().timestamp(bad).der
     # SHA-2 AlgorithmIdentifier parameters are NULL or absent; anything else is malformed.
     assert_rejected(tsa_kit, der, "bad_data_format")
 
@@ -424,7 +424,7 @@ def test_hash_parameters_other_than_null_rejected(tsa_kit: Any, der_request: Der
 def test_null_hash_parameters_accepted(tsa_kit: Any, der_request: DerRequest) -> None:
     from asn1crypto import core
 
-    der = tsa_kit.service().timestamp(der_request(SHA256, parameters=core.Null()))
+    der = tsa_kit.service().timestamp(der_request(SHA256, parameters=core.Null())).der
     assert tsa_kit.status_info(der)["status"] == "granted"
 
 
@@ -435,7 +435,7 @@ def test_null_hash_parameters_accepted(tsa_kit: Any, der_request: DerRequest) ->
 def test_wrong_digest_length_rejected(
     tsa_kit: Any, der_request: DerRequest, algorithm: str, size: int
 ) -> None:
-    der = tsa_kit.service().timestamp(der_request(b"\x22" * size, algorithm=algorithm))
+    der = tsa_kit.service().timestamp(der_request(b"\x22" * size, algorithm=algorithm)).der
     assert_rejected(tsa_kit, der, "bad_data_format")
 
 
@@ -450,19 +450,19 @@ def test_wrong_digest_length_rejected(
     ],
 )
 def test_garbage_rejected_bad_data_format(tsa_kit: Any, body: bytes) -> None:
-    der = tsa_kit.service().timestamp(body)
+    der = tsa_kit.service().timestamp(body).der
     assert_rejected(tsa_kit, der, "bad_data_format")
 
 
 def test_truncated_and_trailing_bytes_rejected(tsa_kit: Any, der_request: DerRequest) -> None:
     good = der_request(SHA256, nonce=7)
     service = tsa_kit.service()
-    assert_rejected(tsa_kit, service.timestamp(good[:-1]), "bad_data_format")
-    assert_rejected(tsa_kit, service.timestamp(good + b"\x00"), "bad_data_format")
+    assert_rejected(tsa_kit, service.timestamp(good[:-1]).der, "bad_data_format")
+    assert_rejected(tsa_kit, service.timestamp(good + b"\x00").der, "bad_data_format")
 
 
 def test_wrong_policy_rejected_unaccepted_policy(tsa_kit: Any, der_request: DerRequest) -> None:
-    der = tsa_kit.service().timestamp(der_request(SHA256, policy="1.2.3.4"))
+    der = tsa_kit.service().timestamp(der_request(SHA256, policy="1.2.3.4")).der
     assert_rejected(tsa_kit, der, "unaccepted_policy")
     text = tsa_kit.openssl_text(der)  # OpenSSL reads our rejection the same way
     assert "Status: Rejected." in text
@@ -470,26 +470,89 @@ def test_wrong_policy_rejected_unaccepted_policy(tsa_kit: Any, der_request: DerR
 
 
 def test_wrong_version_rejected_bad_request(tsa_kit: Any, der_request: DerRequest) -> None:
-    der = tsa_kit.service().timestamp(der_request(SHA256, version=2))
+    der = tsa_kit.service().timestamp(der_request(SHA256, version=2)).der
     assert_rejected(tsa_kit, der, "bad_request")
 
 
 def test_extensions_rejected(tsa_kit: Any, der_request: DerRequest) -> None:
     ext = {"extn_id": "1.2.3.4", "critical": False, "extn_value": b"\x05\x00"}
-    der = tsa_kit.service().timestamp(der_request(SHA256, extensions=[ext]))
+    der = tsa_kit.service().timestamp(der_request(SHA256, extensions=[ext])).der
     assert_rejected(tsa_kit, der, "unaccepted_extensions")
 
 
-def test_grant_raises_typed_rejection(tsa_kit: Any, der_request: DerRequest) -> None:
-    with pytest.raises(TimestampRejected) as caught:
-        tsa_kit.service().grant(der_request(b"\x00" * 20, algorithm="sha1"))
-    assert caught.value.failure is FailureInfo.BAD_ALG
-    assert isinstance(caught.value, InvalidRequest) and caught.value.http_status == 400
-    assert "sha1" in caught.value.message
+def test_rejection_carries_the_typed_refusal(tsa_kit: Any, der_request: DerRequest) -> None:
+    reply = tsa_kit.service().timestamp(der_request(b"\x00" * 20, algorithm="sha1"))
+    assert not reply.granted
+    rejection = reply.rejection
+    assert isinstance(rejection, TimestampRejected)
+    assert rejection.failure is FailureInfo.BAD_ALG
+    assert isinstance(rejection, InvalidRequest) and rejection.http_status == 400
+    assert "sha1" in rejection.message
+    assert reply.der == rejection.response_der()
+
+
+def test_granted_reply_has_no_rejection(tsa_kit: Any, der_request: DerRequest) -> None:
+    reply = tsa_kit.service().timestamp(der_request(SHA256))
+    assert reply.granted and reply.rejection is None
+    assert tsa_kit.status_info(reply.der)["status"] == "granted"
+
+
+# --- DER, exactly: re-encoding the parsed request must reproduce the input ------------------
+
+
+def _with_message_imprint(good: bytes, transform: Callable[[bytes], bytes]) -> bytes:
+    """``good`` (short-form lengths) with its MessageImprint contents rewritten."""
+    assert good[0] == 0x30 and good[1] < 0x80 and good[5] == 0x30 and good[6] < 0x80
+    imprint = transform(good[7 : 7 + good[6]])
+    rest = good[2:5] + bytes([0x30, len(imprint)]) + imprint + good[7 + good[6] :]
+    assert len(rest) < 0x80
+    return bytes([0x30, len(rest)]) + rest
+
+
+def test_extra_element_in_message_imprint_rejected(tsa_kit: Any, der_request: DerRequest) -> None:
+    good = der_request(SHA256, nonce=7)
+    bad = _with_message_imprint(good, lambda contents: contents + b"\x05\x00")
+    assert tsa_kit.service().timestamp(good).granted
+    reply = tsa_kit.service().timestamp(bad)
+    assert not reply.granted
+    assert_rejected(tsa_kit, reply.der, "bad_data_format")
+
+
+def test_indefinite_length_rejected(tsa_kit: Any, der_request: DerRequest) -> None:
+    good = der_request(SHA256, nonce=7)  # 30 L | 02 01 01 | 30 m <imprint> | nonce
+    assert good[1] < 0x80 and good[5] == 0x30 and good[6] < 0x80
+    imprint_end = 7 + good[6]
+    outer = b"\x30\x80" + good[2:] + b"\x00\x00"  # BER indefinite length, TimeStampReq
+    inner = (  # BER indefinite length, MessageImprint
+        bytes([0x30, good[1] + 2])
+        + good[2:5]
+        + b"\x30\x80"
+        + good[7:imprint_end]
+        + b"\x00\x00"
+        + good[imprint_end:]
+    )
+    for bad in (outer, inner):
+        assert_rejected(tsa_kit, tsa_kit.service().timestamp(bad).der, "bad_data_format")
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate"),
+    [
+        ("non-minimal length", lambda g: bytes([0x30, g[1] + 1]) + b"\x02\x81\x01" + g[4:]),
+        ("non-minimal integer", lambda g: bytes([0x30, g[1] + 1]) + b"\x02\x02\x00\x01" + g[5:]),
+        ("explicit default certReq", lambda g: bytes([0x30, g[1] + 3]) + g[2:] + b"\x01\x01\x00"),
+    ],
+)
+def test_other_non_der_encodings_rejected(
+    tsa_kit: Any, der_request: DerRequest, name: str, mutate: Callable[[bytes], bytes]
+) -> None:
+    good = der_request(SHA256, cert_req=False)
+    assert tsa_kit.service().timestamp(good).granted
+    assert_rejected(tsa_kit, tsa_kit.service().timestamp(mutate(good)).der, "bad_data_format")
 
 
 def test_rejection_decodes_with_rfc3161_client(tsa_kit: Any, der_request: DerRequest) -> None:
-    der = tsa_kit.service().timestamp(der_request(SHA256, algorithm="sha1"))
+    der = tsa_kit.service().timestamp(der_request(SHA256, algorithm="sha1")).der
     response = decode_timestamp_response(der)
     assert response.status == 2
     assert "SHA-256" in response.status_string[0]
@@ -514,15 +577,15 @@ def test_no_token_outside_signer_validity(tsa_kit: Any, der_request: DerRequest)
         )
     tsa_kit.clock.now = tsa_kit.leaf.not_valid_before_utc  # the first valid second
     service.check_ready()
-    der = service.timestamp(der_request(SHA256))
+    der = service.timestamp(der_request(SHA256)).der
     assert tst_info(tsa_kit.token(der))["gen_time"].native == tsa_kit.leaf.not_valid_before_utc
 
 
-def test_naive_clock_is_taken_as_utc(tsa_kit: Any, der_request: DerRequest) -> None:
+def test_naive_clock_is_refused(tsa_kit: Any, der_request: DerRequest) -> None:
+    """A clock without a zone is a programming error; guessing UTC could misdate tokens."""
     tsa_kit.clock.now = tsa_kit.clock.now.replace(tzinfo=None)
-    der = tsa_kit.service().timestamp(der_request(SHA256))
-    expected = tsa_kit.clock.now.replace(tzinfo=dt.UTC, microsecond=0)
-    assert tst_info(tsa_kit.token(der))["gen_time"].native == expected
+    with pytest.raises(TypeError, match="naive"):
+        tsa_kit.service().timestamp(der_request(SHA256))
 
 
 # --- the JSON form (sigstore-js) --------------------------------------------------------
@@ -595,6 +658,7 @@ HUGE_NONCE = b'{"artifactHash": "x", "hashAlgorithm": "sha256", "nonce": ' + b"9
         (b"{not json", "bad_data_format"),
         (b"\xff\xfe", "bad_data_format"),
         (b"", "bad_data_format"),
+        (b"[" * 100_000 + b"]" * 100_000, "bad_data_format"),  # RecursionError, not a 500
     ],
 )  # fmt: skip
 def test_json_refusals(tsa_kit: Any, body: bytes, failure: str) -> None:
