@@ -53,7 +53,8 @@ class StackProcess:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
-    def start(self) -> None:
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        """Start `sigstack up`; ``extra_env`` is added to the stack's environment only."""
         args = [
             sys.executable,
             "-m",
@@ -73,7 +74,7 @@ class StackProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**self.env, "COLUMNS": "200", "NO_COLOR": "1"},
+            env={**self.env, "COLUMNS": "200", "NO_COLOR": "1", **(extra_env or {})},
         )
         ready = threading.Event()
 
@@ -92,11 +93,15 @@ class StackProcess:
                 raise AssertionError("sigstack up did not become ready:\n" + "".join(self.output))
         self.ready_seconds = time.monotonic() - started
 
-    def stop(self) -> int:
+    def stop(self, signals: int = 1) -> int:
+        """SIGTERM the stack (``signals`` times, 50 ms apart) and return its exit status."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            for i in range(signals):
+                if i:
+                    time.sleep(0.05)
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

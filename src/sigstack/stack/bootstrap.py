@@ -32,12 +32,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from sigstack.core import note, pki
+from sigstack.core.clock import Clock, utcnow, whole_seconds
+from sigstack.core.encoding import json_document
 from sigstack.core.errors import StateError
 from sigstack.core.keys import PrivateKey, spki_sha256
 from sigstack.fsutil import atomic_write, fsync_dir, make_dirs
 from sigstack.log.engine import TransparencyLog
 from sigstack.log.fs import FilesystemStorage
-from sigstack.services.ctlog.config import CTLogConfig
+from sigstack.services.ctlog.config import CTLogConfig, origin_from_url
 from sigstack.services.ctlog.service import create_ctlog
 from sigstack.services.tuf import TufKeys, TufRepository
 from sigstack.stack import trust
@@ -137,8 +139,8 @@ def trust_targets(material: Material, endpoints: Endpoints) -> dict[str, bytes]:
     """The TUF targets: trusted_root.json and signing_config.v0.2.json."""
     inputs = material.trust_inputs(endpoints)
     return {
-        trust.TRUSTED_ROOT_TARGET: trust.dumps(trust.trusted_root(inputs)),
-        trust.SIGNING_CONFIG_TARGET: trust.dumps(trust.signing_config(inputs)),
+        trust.TRUSTED_ROOT_TARGET: json_document(trust.trusted_root(inputs)),
+        trust.SIGNING_CONFIG_TARGET: json_document(trust.signing_config(inputs)),
     }
 
 
@@ -148,7 +150,7 @@ def ensure(
     passphrase: Passphrase | None,
     *,
     report: Report = _nothing,
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    clock: Clock = utcnow,
 ) -> tuple[Material, bool]:
     """Load and verify the stack's state, creating it first if the directory is empty.
 
@@ -163,26 +165,20 @@ def ensure(
 def load(state: StateDir, passphrase: Passphrase | None) -> Material:
     """Load every key and certificate, verifying each against the manifest."""
     manifest = state.read_manifest()
-    secret = derive_secret(state.passphrase_for(manifest, passphrase), manifest.kdf_salt)
-    keystore = Keystore(state, secret)
+    unlock = state.passphrase_for(manifest, passphrase)
+    keystore = Keystore(state, derive_secret(unlock.value, manifest.kdf_salt), unlock.source)
     keys = {name: keystore.load(name, manifest.keys[name]) for name in KEY_ALGORITHMS}
     certs = {name: load_cert(state, name, manifest.certs[name]) for name in CERT_NAMES}
     for name in CERT_NAMES:
         if spki_sha256(certs[name].public_key()) != spki_sha256(keys[name].public_key()):  # type: ignore[arg-type]
             raise StateError(state.cert_path(name), f"is not the certificate of the {name} key")
-    for name in ("rekor", "ctlog"):
-        if name not in manifest.logs or "origin" not in manifest.logs[name]:
-            raise StateError(state.manifest_path, f"does not record the {name} log")
     return Material(state, manifest, keys, certs)
 
 
 def _origins(endpoints: Endpoints) -> dict[str, str]:
     # Go clients require a Rekor v2 checkpoint origin equal to the host of the tlog's
     # baseUrl (no port); the CT log's name is its submission prefix without scheme.
-    return {
-        "rekor": endpoints.host,
-        "ctlog": f"{endpoints.url_host}:{endpoints.ports['ctlog']}",
-    }
+    return {"rekor": endpoints.host, "ctlog": origin_from_url(endpoints.url("ctlog"))}
 
 
 def initialize(
@@ -191,10 +187,14 @@ def initialize(
     passphrase: Passphrase | None,
     *,
     report: Report = _nothing,
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    clock: Clock = utcnow,
 ) -> Material:
     """Create a new stack in the (empty) state directory. See the module docstring."""
     make_dirs(state.root, 0o755)
+    # Staging directories of inits that were interrupted were never served (the
+    # manifest is written last), and may hold a generated passphrase: remove them.
+    for stale in state.root.glob(".init-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = StateDir(state.root / f".init-{secrets.token_hex(6)}")
     make_dirs(staging.root, 0o700)
     try:
@@ -217,9 +217,9 @@ def _create(
     endpoints: Endpoints,
     passphrase: Passphrase | None,
     report: Report,
-    clock: Callable[[], dt.datetime],
+    clock: Clock,
 ) -> Material:
-    now = pki.utc(clock())
+    now = whole_seconds(clock())
     until = now + CA_LIFETIME
 
     if passphrase is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sigstack.core.encoding import json_document
 from sigstack.core.errors import ConfigError, StateError
 from sigstack.fsutil import atomic_write, read_file
 
@@ -99,9 +100,7 @@ class Endpoints:
         return Endpoints(new_host, new_ports)
 
     def to_json(self) -> bytes:
-        return (
-            json.dumps({"host": self.host, "ports": dict(self.ports)}, indent=2) + "\n"
-        ).encode()
+        return json_document({"host": self.host, "ports": dict(self.ports)})
 
     @classmethod
     def load(cls, path: Path) -> Endpoints:

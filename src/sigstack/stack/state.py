@@ -40,17 +40,19 @@ import json
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from sigstack.core.errors import ConfigError, StateError
+from sigstack.core.clock import parse_rfc3339, rfc3339
+from sigstack.core.encoding import json_document
+from sigstack.core.errors import ConfigError, StateError, VerificationError
 from sigstack.core.keys import PrivateKey, spki_sha256
-from sigstack.core.pki import cert_der
+from sigstack.core.pki import cert_der, cert_pem, load_pem_chain
 from sigstack.fsutil import atomic_write, make_dirs, read_file
 
 MANIFEST = "sigstack.json"
@@ -72,6 +74,7 @@ KEY_ALGORITHMS: dict[str, str] = {
     "tuf-timestamp": "ed25519",
 }
 CERT_NAMES = ("fulcio-root", "fulcio-intermediate", "tsa-root", "tsa-signer")
+LOG_NAMES = ("rekor", "ctlog")
 
 _SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
 
@@ -103,9 +106,9 @@ def derive_secret(passphrase: bytes, salt: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Passphrase:
-    """The stack passphrase and where it came from ("env", "file:<path>", "generated")."""
+    """An externally supplied passphrase and where it came from (for messages)."""
 
-    value: bytes
+    value: bytes = field(repr=False)
     source: str
 
 
@@ -115,11 +118,17 @@ def resolve_passphrase(passphrase_file: Path | None) -> Passphrase | None:
         data = read_file(passphrase_file, what="passphrase file").strip()
         if not data:
             raise StateError(passphrase_file, "passphrase file is empty")
-        return Passphrase(data, f"file:{passphrase_file}")
+        return Passphrase(data, str(passphrase_file))
     env = os.environ.get(PASSPHRASE_ENV)
-    if env:
-        return Passphrase(env.encode(), "env")
-    return None
+    if env is None:
+        return None
+    if not env:
+        # A secret that failed to inject must not silently become "generate one".
+        raise ConfigError(
+            f"{PASSPHRASE_ENV} is set but empty; give the passphrase, or unset it to use "
+            "the passphrase generated into the state directory"
+        )
+    return Passphrase(env.encode(), PASSPHRASE_ENV)
 
 
 @dataclass
@@ -136,14 +145,14 @@ class Manifest:
     def to_json(self) -> bytes:
         doc = {
             "format": FORMAT_VERSION,
-            "created": self.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": rfc3339(self.created),
             "passphrase": self.passphrase,
             "kdf": {"algorithm": "scrypt", **_SCRYPT, "salt": self.kdf_salt.hex()},
             "keys": self.keys,
             "certs": self.certs,
             "logs": self.logs,
         }
-        return (json.dumps(doc, indent=2) + "\n").encode()
+        return json_document(doc)
 
     @classmethod
     def from_json(cls, path: Path, data: bytes) -> Manifest:
@@ -158,9 +167,7 @@ class Manifest:
             kdf = doc["kdf"]
             if kdf.get("algorithm") != "scrypt" or any(kdf.get(k) != v for k, v in _SCRYPT.items()):
                 raise StateError(path, "unsupported key-derivation parameters")
-            created = dt.datetime.strptime(doc["created"], "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=dt.UTC
-            )
+            created = parse_rfc3339(doc["created"])
             manifest = cls(
                 created=created,
                 passphrase=doc["passphrase"],
@@ -177,11 +184,27 @@ class Manifest:
             ) from exc
         if manifest.passphrase not in ("generated", "external"):
             raise StateError(path, f"unknown passphrase mode {manifest.passphrase!r}")
-        missing = [n for n in KEY_ALGORITHMS if n not in manifest.keys]
-        missing += [n for n in CERT_NAMES if n not in manifest.certs]
-        if missing:
-            raise StateError(path, f"manifest does not list {', '.join(missing)}")
+        _check_records(
+            path, "keys", manifest.keys, KEY_ALGORITHMS, ("file", "algorithm", "spki_sha256")
+        )
+        _check_records(path, "certs", manifest.certs, CERT_NAMES, ("file", "sha256"))
+        _check_records(path, "logs", manifest.logs, LOG_NAMES, ("origin",))
         return manifest
+
+
+def _check_records(
+    path: Path, section: str, records: object, names: Iterable[str], fields: Iterable[str]
+) -> None:
+    """Raise unless ``records[name][field]`` is a string for every name and field."""
+    if not isinstance(records, dict):
+        raise StateError(path, f"manifest section {section!r} is not an object")
+    for name in names:
+        record = records.get(name)
+        if not isinstance(record, dict):
+            raise StateError(path, f"manifest does not record {section}.{name}")
+        for f in fields:
+            if not isinstance(record.get(f), str):
+                raise StateError(path, f"manifest record {section}.{name} has no {f!r} string")
 
 
 class StateDir:
@@ -236,22 +259,28 @@ class StateDir:
             self.manifest_path, read_file(self.manifest_path, what="manifest")
         )
 
-    def passphrase_for(self, manifest: Manifest, external: Passphrase | None) -> bytes:
-        """The passphrase to unlock this state's keys."""
-        if external is not None:
-            return external.value
+    def passphrase_for(self, manifest: Manifest, external: Passphrase | None) -> Passphrase:
+        """The passphrase that unlocks this state's keys, and where it came from."""
         if manifest.passphrase == "external":  # noqa: S105 (a mode name)
-            raise StateError(
-                self.keys_dir,
-                "keys are encrypted with a passphrase that is not stored in the state "
-                f"directory; set {PASSPHRASE_ENV} or pass --passphrase-file",
-            )
+            if external is None:
+                raise StateError(
+                    self.keys_dir,
+                    "keys are encrypted with a passphrase that is not stored in the state "
+                    f"directory; set {PASSPHRASE_ENV} or pass --passphrase-file",
+                )
+            return external
         path = self.passphrase_path()
         _check_private_mode(path)
-        value = read_file(path, what="generated passphrase").strip()
-        if not value:
+        stored = read_file(path, what="generated passphrase").strip()
+        if not stored:
             raise StateError(path, "passphrase file is empty")
-        return value
+        if external is not None and external.value != stored:
+            raise StateError(
+                path,
+                f"holds the passphrase this state was created with, but a different one was "
+                f"given ({external.source}); unset it or pass the stored one",
+            )
+        return Passphrase(stored, str(path))
 
 
 def _check_private_mode(path: Path) -> None:
@@ -270,9 +299,10 @@ def _check_private_mode(path: Path) -> None:
 class Keystore:
     """Encrypted private keys in ``keys/``. Keys are written once and never replaced."""
 
-    def __init__(self, state: StateDir, secret: bytes) -> None:
+    def __init__(self, state: StateDir, secret: bytes, source: str = "the passphrase") -> None:
         self._state = state
         self._secret = secret
+        self._source = source
 
     def write(self, name: str, key: PrivateKey) -> dict[str, str]:
         """Store ``key`` as ``keys/<name>.pem`` (exclusive create); return its manifest record."""
@@ -300,8 +330,8 @@ class Keystore:
         except (ValueError, TypeError) as exc:
             raise StateError(
                 path,
-                "cannot be decrypted: the passphrase is wrong or the file is corrupt "
-                "(sigstack will not generate a replacement)",
+                f"cannot be decrypted: the passphrase ({self._source}) is wrong or the file "
+                "is corrupt (sigstack will not generate a replacement)",
             ) from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
             raise StateError(path, f"holds an unsupported key type {type(key).__name__}")
@@ -321,7 +351,7 @@ def write_cert(state: StateDir, name: str, cert: x509.Certificate) -> dict[str, 
     """Store a certificate (exclusive create); return its manifest record."""
     make_dirs(state.certs_dir, 0o755)
     path = state.cert_path(name)
-    atomic_write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644, exclusive=True)
+    atomic_write(path, cert_pem(cert).encode(), 0o644, exclusive=True)
     return {
         "file": str(path.relative_to(state.root)),
         "sha256": hashlib.sha256(cert_der(cert)).hexdigest(),
@@ -333,9 +363,12 @@ def load_cert(state: StateDir, name: str, record: dict[str, str]) -> x509.Certif
     path = state.cert_path(name)
     data = read_file(path, what=f"{name} certificate")
     try:
-        cert = x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
-        raise StateError(path, f"is not a valid PEM certificate: {exc}") from exc
+        certs = load_pem_chain(data, what=f"{name} certificate")
+    except VerificationError as exc:
+        raise StateError(path, exc.message) from exc
+    if len(certs) != 1:
+        raise StateError(path, f"holds {len(certs)} certificates; expected one")
+    cert = certs[0]
     if hashlib.sha256(cert_der(cert)).hexdigest() != record.get("sha256"):
         raise StateError(
             path,
@@ -353,12 +386,3 @@ def new_salt() -> bytes:
 def new_generated_passphrase() -> bytes:
     """A random passphrase for stacks that were not given one."""
     return secrets.token_urlsafe(32).encode()
-
-
-def load_json_file(path: Path, *, what: str) -> Any:
-    """Read and parse a JSON file; errors name the file."""
-    data = read_file(path, what=what)
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StateError(path, f"{what} is not valid JSON: {exc}") from exc

@@ -5,10 +5,16 @@ Guarantees:
 * Every listening socket is bound before anything starts, so a busy port is a clear
   error naming the service and the flag that moves it, and nothing is half-started.
 * Services start in the order given; a service counts as started only when its
-  ``GET /healthz`` answers 200 over real HTTP on its own socket. The supervisor
-  reports the first failure with the service's name and reason.
-* ``stop()`` shuts every service down, letting in-flight requests finish (bounded by
-  a grace period), and is safe to call more than once.
+  ``GET /healthz`` answers 200 over real HTTP on its own socket (the check ignores
+  proxy settings in the environment: these are loopback calls to ourselves). The
+  supervisor reports the first failure with the service's name and reason.
+* ``stop()`` shuts services down in dependency waves: first every service no other
+  running service depends on, then their dependencies, and so on; each wave stops
+  concurrently and lets in-flight requests finish (bounded by a grace period). So a
+  request in flight through a service never finds its dependency gone. Safe to call
+  more than once.
+* Each server accepts at most ``MAX_CONNECTIONS`` concurrent connections and answers
+  503 beyond that, so one flooded service cannot starve the process of descriptors.
 
 uvicorn normally installs its own signal handlers per server; with several servers
 in one loop they would fight, so servers here never touch signals: the owner of the
@@ -23,7 +29,7 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -36,6 +42,7 @@ log = logging.getLogger("sigstack.supervisor")
 
 HEALTH_TIMEOUT = 20.0
 GRACE_PERIOD = 5
+MAX_CONNECTIONS = 4096
 
 
 class _QuietServer(uvicorn.Server):
@@ -77,6 +84,7 @@ class _Running:
     server: _QuietServer
     task: asyncio.Task[None]
     sock: socket.socket
+    depends_on: frozenset[str]
 
 
 class Supervisor:
@@ -85,18 +93,26 @@ class Supervisor:
     def __init__(self, *, access_log: bool = False) -> None:
         self._running: list[_Running] = []
         self._access_log = access_log
+        self._client: httpx.AsyncClient | None = None
 
-    @property
-    def services(self) -> list[tuple[str, str]]:
-        """(name, url) of the started services, in start order."""
-        return [(r.name, r.url) for r in self._running]
-
-    async def start(self, name: str, app: ASGIApp, sock: socket.socket, url: str) -> float:
+    async def start(
+        self,
+        name: str,
+        app: ASGIApp,
+        sock: socket.socket,
+        url: str,
+        depends_on: Iterable[str] = (),
+    ) -> float:
         """Serve ``app`` on ``sock`` and wait until ``url``/healthz answers 200.
 
-        Returns the seconds it took. Raises ``Unavailable`` if the service dies or never
-        becomes healthy.
+        ``depends_on`` names started services this one calls; they are stopped after
+        it. Returns the seconds it took. Raises ``Unavailable`` if the service dies or
+        never becomes healthy.
         """
+        deps = frozenset(depends_on)
+        unknown = deps - {r.name for r in self._running}
+        if unknown:
+            raise Unavailable(f"{name} depends on {', '.join(sorted(unknown))}, not started yet")
         started_at = time.perf_counter()
         config = uvicorn.Config(
             app,
@@ -105,10 +121,11 @@ class Supervisor:
             lifespan="on",
             timeout_graceful_shutdown=GRACE_PERIOD,
             server_header=False,
+            limit_concurrency=MAX_CONNECTIONS,
         )
         server = _QuietServer(config)
         task = asyncio.create_task(self._serve(server, sock), name=f"serve-{name}")
-        self._running.append(_Running(name, url, server, task, sock))
+        self._running.append(_Running(name, url, server, task, sock, deps))
         await self._wait_healthy(name, url, task)
         return time.perf_counter() - started_at
 
@@ -122,19 +139,21 @@ class Supervisor:
     async def _wait_healthy(self, name: str, url: str, task: asyncio.Task[None]) -> None:
         deadline = time.monotonic() + HEALTH_TIMEOUT
         last = "no answer yet"
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if task.done():
-                    exc = task.exception()
-                    raise Unavailable(f"{name} stopped while starting: {exc or 'exited'}")
-                try:
-                    resp = await client.get(f"{url}/healthz")
-                    if resp.status_code == 200:
-                        return
-                    last = f"/healthz answered {resp.status_code}: {resp.text[:200]}"
-                except httpx.HTTPError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                await asyncio.sleep(0.02)
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=2.0, trust_env=False)
+        client = self._client
+        while time.monotonic() < deadline:
+            if task.done():
+                exc = task.exception()
+                raise Unavailable(f"{name} stopped while starting: {exc or 'exited'}")
+            try:
+                resp = await client.get(f"{url}/healthz")
+                if resp.status_code == 200:
+                    return
+                last = f"/healthz answered {resp.status_code}: {resp.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.02)
         raise Unavailable(f"{name} did not become healthy within {HEALTH_TIMEOUT:.0f}s ({last})")
 
     async def wait_any_exit(self) -> str | None:
@@ -150,19 +169,26 @@ class Supervisor:
         return None
 
     async def stop(self) -> None:
-        """Stop every started service and wait for each to finish its in-flight requests.
-
-        All servers stop accepting at once (a dependent service may see a dependency
-        refuse a NEW connection during shutdown, never lose an in-flight request).
-        """
+        """Stop every started service in dependency waves (see the module docstring)."""
         running, self._running = self._running, []
-        for r in running:
+        while running:
+            needed = set().union(*(r.depends_on for r in running))
+            wave = [r for r in running if r.name not in needed]
+            running = [r for r in running if r.name in needed]
+            await self._stop_wave(wave)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @staticmethod
+    async def _stop_wave(wave: list[_Running]) -> None:
+        for r in wave:
             r.server.should_exit = True
         results = await asyncio.gather(
-            *(asyncio.wait_for(r.task, timeout=GRACE_PERIOD + 5) for r in running),
+            *(asyncio.wait_for(r.task, timeout=GRACE_PERIOD + 5) for r in wave),
             return_exceptions=True,
         )
-        for r, result in zip(running, results, strict=True):
+        for r, result in zip(wave, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 # A crashed server must not block the others' shutdown; say what happened.
                 log.warning("%s stopped with an error: %s", r.name, result)

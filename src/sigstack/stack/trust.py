@@ -13,7 +13,6 @@ byte-identical output, so re-running ``sigstack up`` publishes nothing new.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import shlex
@@ -28,6 +27,8 @@ from pydantic import ValidationError
 from sigstore_models.trustroot.v1 import ClientTrustConfig, SigningConfig, TrustedRoot
 
 from sigstack.core import note
+from sigstack.core.clock import rfc3339
+from sigstack.core.encoding import b64
 from sigstack.core.errors import ConfigError
 from sigstack.core.keys import PublicKey, key_details, spki_der, spki_sha256
 from sigstack.core.pki import cert_der, name_parts
@@ -39,14 +40,6 @@ CLIENT_TRUST_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.clienttrustconfig
 TRUSTED_ROOT_TARGET = "trusted_root.json"
 SIGNING_CONFIG_TARGET = "signing_config.v0.2.json"
 OPERATOR = "sigstack"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _time(ts: dt.datetime) -> str:
-    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -67,15 +60,15 @@ def _authority(chain: Sequence[x509.Certificate], uri: str) -> dict[str, Any]:
     return {
         "subject": {"organization": organization, "commonName": common_name},
         "uri": uri,
-        "certChain": {"certificates": [{"rawBytes": _b64(cert_der(c))} for c in chain]},
-        "validFor": {"start": _time(chain[0].not_valid_before_utc)},
+        "certChain": {"certificates": [{"rawBytes": b64(cert_der(c))} for c in chain]},
+        "validFor": {"start": rfc3339(chain[0].not_valid_before_utc)},
     }
 
 
 def trusted_root(inp: TrustInputs) -> dict[str, Any]:
     """The ``trusted_root.json`` document (media type v0.1, which all clients accept)."""
-    rekor_id = {"keyId": _b64(note.key_id_ed25519(inp.rekor_origin, inp.rekor_key))}
-    start = {"start": _time(inp.created)}
+    rekor_id = {"keyId": b64(note.key_id_ed25519(inp.rekor_origin, inp.rekor_key))}
+    start = {"start": rfc3339(inp.created)}
     doc = {
         "mediaType": TRUSTED_ROOT_MEDIA_TYPE,
         "tlogs": [
@@ -83,7 +76,7 @@ def trusted_root(inp: TrustInputs) -> dict[str, Any]:
                 "baseUrl": inp.endpoints.url("rekor"),
                 "hashAlgorithm": "SHA2_256",
                 "publicKey": {
-                    "rawBytes": _b64(spki_der(inp.rekor_key)),
+                    "rawBytes": b64(spki_der(inp.rekor_key)),
                     "keyDetails": key_details(inp.rekor_key),
                     "validFor": start,
                 },
@@ -97,11 +90,11 @@ def trusted_root(inp: TrustInputs) -> dict[str, Any]:
                 "baseUrl": inp.endpoints.url("ctlog"),
                 "hashAlgorithm": "SHA2_256",
                 "publicKey": {
-                    "rawBytes": _b64(spki_der(inp.ctlog_key)),
+                    "rawBytes": b64(spki_der(inp.ctlog_key)),
                     "keyDetails": key_details(inp.ctlog_key),
                     "validFor": start,
                 },
-                "logId": {"keyId": _b64(spki_sha256(inp.ctlog_key))},
+                "logId": {"keyId": b64(spki_sha256(inp.ctlog_key))},
             }
         ],
         "timestampAuthorities": [_authority(inp.tsa_chain, inp.endpoints.tsa_url)],
@@ -117,7 +110,7 @@ def signing_config(inp: TrustInputs) -> dict[str, Any]:
         return {
             "url": url,
             "majorApiVersion": version,
-            "validFor": {"start": _time(inp.created)},
+            "validFor": {"start": rfc3339(inp.created)},
             "operator": OPERATOR,
         }
 
@@ -152,11 +145,6 @@ def _validate(model: Any, doc: dict[str, Any], what: str) -> None:
         model.model_validate_json(json.dumps(doc))
     except ValidationError as exc:  # a bug in sigstack, never user input
         raise ConfigError(f"generated {what} would be rejected by clients: {exc}") from exc
-
-
-def dumps(doc: dict[str, Any]) -> bytes:
-    """Canonical on-disk form: 2-space indented JSON with a trailing newline."""
-    return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def env_file(endpoints: Endpoints, client_dir: Path, token: str) -> bytes:

@@ -2,17 +2,27 @@
 
 ``up`` does, in order, and stops at the first problem with a message naming it:
 
-1. lock the state directory (two stacks never share one);
-2. bind every service's port (a busy port fails before anything starts);
+1. take over SIGINT/SIGTERM (from here until everything is closed, a signal asks
+   for a clean stop; a second one changes nothing) and lock the state directory
+   (two stacks never share one);
+2. check the host is loopback, bind every service's port (a busy port fails before
+   anything starts);
 3. create the state on first run, or load and verify it (``bootstrap.ensure``);
-4. open the logs and the TUF repository, publish new TUF targets only if the
-   trusted root or signing config changed (e.g. ports moved), renew near-expiry
-   metadata;
+4. open the TUF repository, publish new targets only if the trusted root or signing
+   config changed (ports moved), renew near-expiry metadata; build every service's
+   configuration, then open the logs;
 5. start the services in dependency order, each gated on its health check:
-   oidc, ctlog, fulcio (needs both), rekor, tsa, tuf;
+   oidc, ctlog, fulcio (calls the CT log), rekor, tsa, tuf;
 6. write the client files and say where everything is;
 7. serve until SIGINT/SIGTERM, renewing TUF metadata on schedule; then stop the
-   services in reverse order and close the logs (pending entries are flushed).
+   services (dependents first) and close the logs (pending entries are flushed).
+
+Every resource opened along the way (sockets, logs, HTTP clients, servers) has one
+owner and is released on every path, including a failure halfway through.
+
+The stack serves plain HTTP on loopback: the built-in OIDC issuer's http URL is only
+trusted on loopback, and every service refuses requests whose Host header names
+another host (a DNS-rebinding defence for the token endpoint and the rest).
 """
 
 from __future__ import annotations
@@ -21,13 +31,14 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
-import ipaddress
+import json
 import logging
 import os
+import resource
 import signal
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +48,14 @@ from rich.table import Table
 from starlette.types import ASGIApp
 
 from sigstack import __version__
-from sigstack.core.errors import InvalidRequest, StateError
-from sigstack.fsutil import atomic_write, make_dirs
+from sigstack.core.encoding import json_document
+from sigstack.core.errors import ConfigError, Conflict, InvalidRequest, StateError
+from sigstack.core.net import is_loopback_host
+from sigstack.fsutil import atomic_write, make_dirs, open_lock
 from sigstack.log.engine import TransparencyLog
 from sigstack.log.fs import FilesystemStorage
-from sigstack.services.ctlog.api import create_app as ctlog_app
-from sigstack.services.ctlog.service import CTLogService, open_ctlog
+from sigstack.services.ctlog import create_app as ctlog_app
+from sigstack.services.ctlog import open_ctlog
 from sigstack.services.fulcio import (
     FulcioConfig,
     FulcioService,
@@ -52,6 +65,7 @@ from sigstack.services.fulcio import (
     builtin_issuer,
 )
 from sigstack.services.fulcio import create_app as fulcio_app
+from sigstack.services.http import HostGuard
 from sigstack.services.oidc import OIDCConfig, OIDCIssuer
 from sigstack.services.oidc import create_app as oidc_app
 from sigstack.services.rekor.api import create_rekor_app
@@ -70,6 +84,9 @@ log = logging.getLogger("sigstack.up")
 ENV_TOKEN_LIFETIME = dt.timedelta(hours=1)
 CI_IDENTITY = "ci@sigstack.local"  # the identity of the token in sigstack.env
 ISSUERS_FILE = "fulcio-issuers.json"
+# Which services call which over HTTP: they stop after their callers.
+DEPENDS_ON: Mapping[str, tuple[str, ...]] = {"fulcio": ("ctlog",)}
+NOFILE_TARGET = 65536
 
 
 @contextlib.contextmanager
@@ -77,15 +94,17 @@ def locked(state: StateDir) -> Iterator[None]:
     """Hold an exclusive lock on ``DIR/run/lock`` (released on exit, even on crash)."""
     make_dirs(state.run_dir, 0o755)
     path = state.run_dir / "lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        fd = open_lock(path, blocking=False)
+    except Conflict as exc:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise StateError(
-                state.root, f"is in use by another sigstack process (pid {holder}); stop it first"
-            ) from None
+            holder = path.read_text().strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise StateError(
+            state.root, f"is in use by another sigstack process (pid {holder}); stop it first"
+        ) from exc
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -93,35 +112,69 @@ def locked(state: StateDir) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """While active, SIGINT and SIGTERM set ``stop`` (repeats are harmless)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft open-files limit so a burst of connections cannot starve the stack."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_TARGET if hard == resource.RLIM_INFINITY else min(hard, NOFILE_TARGET)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def resolve_endpoints(state: StateDir, args: argparse.Namespace) -> Endpoints:
-    """Saved network settings (or defaults) with the flags given on this run applied."""
+    """Saved network settings (or defaults) with the flags given on this run applied.
+
+    The host must be loopback: the stack serves plain HTTP and its built-in issuer
+    is only trusted over http on loopback.
+    """
     saved = (
         Endpoints.load(state.stack_config_path)
         if state.stack_config_path.exists()
         else Endpoints.default()
     )
     ports = {s: getattr(args, f"{s}_port", None) for s in SERVICES}
-    return saved.with_overrides(
+    endpoints = saved.with_overrides(
         getattr(args, "host", None), getattr(args, "base_port", None), ports
     )
+    if not is_loopback_host(endpoints.host):
+        raise ConfigError(
+            f"host {endpoints.host!r} is not a loopback address: `sigstack up` serves plain "
+            "HTTP for one machine (127.0.0.1, ::1 or localhost); serving a network needs "
+            "TLS in front of each service"
+        )
+    return endpoints
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def check_log_origins(material: bootstrap.Material, endpoints: Endpoints) -> None:
+    """The host cannot change once the logs exist: their checkpoints name it."""
+    origin = material.log_origin("rekor")
+    if origin != endpoints.host:
+        raise ConfigError(
+            f"this stack's Rekor log was created for host {origin!r}; its checkpoints name "
+            "that host, and clients compare it with the URL they use, so the host cannot "
+            f"change to {endpoints.host!r} (ports can). Use --host {origin}"
+        )
 
 
 def oidc_issuer(material: bootstrap.Material, endpoints: Endpoints) -> OIDCIssuer:
-    """The built-in issuer. Its token endpoint is only served on loopback stacks."""
+    """The built-in issuer (its token endpoint is on: stacks only serve loopback)."""
     return OIDCIssuer(
         OIDCConfig(
             issuer_url=endpoints.url("oidc"),
             signing_key=material.ecdsa("oidc"),
-            allow_token_endpoint=_is_loopback(endpoints.host),
+            allow_token_endpoint=True,
         )
     )
 
@@ -129,20 +182,21 @@ def oidc_issuer(material: bootstrap.Material, endpoints: Endpoints) -> OIDCIssue
 def write_client_files(
     state: StateDir,
     endpoints: Endpoints,
-    material: bootstrap.Material,
-    repo: TufRepository,
+    root: bytes,
+    targets: Mapping[str, bytes],
     issuer: OIDCIssuer,
 ) -> None:
     """``client/root.json``, ``client/trust_config.json`` and ``client/sigstack.env``."""
     make_dirs(state.client_dir, 0o755)
-    inputs = material.trust_inputs(endpoints)
-    config = trust.client_trust_config(trust.trusted_root(inputs), trust.signing_config(inputs))
-    _write_if_changed(state.client_dir / "root.json", repo.latest_root_bytes(), 0o644)
-    _write_if_changed(state.client_dir / "trust_config.json", trust.dumps(config), 0o644)
-    token = issuer.mint(email=CI_IDENTITY, lifetime=ENV_TOKEN_LIFETIME)
-    atomic_write(
-        state.client_dir / "sigstack.env", trust.env_file(endpoints, state.client_dir, token), 0o600
+    config = trust.client_trust_config(
+        json.loads(targets[trust.TRUSTED_ROOT_TARGET]),
+        json.loads(targets[trust.SIGNING_CONFIG_TARGET]),
     )
+    _write_if_changed(state.client_dir / "root.json", root, 0o644)
+    _write_if_changed(state.client_dir / "trust_config.json", json_document(config), 0o644)
+    token = issuer.mint(email=CI_IDENTITY, lifetime=ENV_TOKEN_LIFETIME)
+    env = trust.env_file(endpoints, state.client_dir, token)
+    atomic_write(state.client_dir / "sigstack.env", env, 0o600)
 
 
 def _write_if_changed(path: Path, data: bytes, mode: int) -> None:
@@ -150,82 +204,106 @@ def _write_if_changed(path: Path, data: bytes, mode: int) -> None:
         atomic_write(path, data, mode)
 
 
-def open_tuf(material: bootstrap.Material, endpoints: Endpoints) -> tuple[TufRepository, bool]:
+@dataclass(frozen=True)
+class TrustState:
+    """The opened TUF repository and the targets it now publishes."""
+
+    repo: TufRepository
+    targets: dict[str, bytes]
+    published: bool  # a new targets version was written on this run
+
+
+def open_tuf(material: bootstrap.Material, endpoints: Endpoints) -> TrustState:
     """Open the TUF repository, publish changed targets and renew what is near expiry."""
     repo = TufRepository.open(material.state.tuf_dir, material.tuf_keys())
-    published = repo.publish(bootstrap.trust_targets(material, endpoints))
+    targets = bootstrap.trust_targets(material, endpoints)
+    published = repo.publish(targets)
     repo.refresh()
-    return repo, published
+    return TrustState(repo, targets, published)
 
 
-@dataclass
+def allowed_hosts(endpoints: Endpoints, service: str) -> list[str]:
+    """Host header values a service answers to: its loopback names with its port."""
+    port = endpoints.ports[service]
+    names = {endpoints.url_host, "127.0.0.1", "localhost", "[::1]"}
+    return sorted(f"{name}:{port}" for name in names)
+
+
 class Services:
-    """The opened services of one stack, and their ASGI apps in start order."""
+    """The opened services of one stack, their ASGI apps in start order, and their closing."""
 
-    oidc: OIDCIssuer
-    ctlog: CTLogService
-    rekor_log: TransparencyLog
-    fulcio: FulcioService
-    tsa: TimestampAuthority
-    tuf: TufRepository
-    apps: dict[str, ASGIApp]
+    def __init__(
+        self, oidc: OIDCIssuer, apps: dict[str, ASGIApp], closers: contextlib.AsyncExitStack
+    ) -> None:
+        self.oidc = oidc
+        self.apps = apps
+        self._closers = closers
 
     async def close(self) -> None:
-        await self.ctlog.close()
-        await asyncio.to_thread(self.rekor_log.close)
+        """Close the logs (flushing pending entries) and HTTP clients. Idempotent."""
+        await self._closers.aclose()
 
 
 async def open_services(
     material: bootstrap.Material, endpoints: Endpoints, repo: TufRepository
 ) -> Services:
-    """Wire every service from the verified material (logs are opened and checked here)."""
+    """Wire every service from the verified material.
+
+    Configuration that can fail (the issuers file, the TSA chain...) is built before
+    any log is opened; if opening fails halfway, whatever was opened is closed again.
+    """
     state = material.state
     issuer = oidc_issuer(material, endpoints)
-
-    ctlog = await open_ctlog(material.ctlog_config(), FilesystemStorage(state.log_dir("ctlog")))
-    try:
-        rekor_origin = material.log_origin("rekor")
-        signer = material.rekor_signer()
-        rekor_log = TransparencyLog(
-            FilesystemStorage(state.log_dir("rekor")),
-            signer,
-            rekor_origin,
-            verifier=signer.verifier(),
-        )
-        await asyncio.to_thread(rekor_log.open)
-    except BaseException:
-        await ctlog.close()
-        raise
-    rekor = RekorService(rekor_log, signer.verifier().key_id)
-
-    issuers = IssuerAllowList.of([builtin_issuer(endpoints.url("oidc"))])
+    issuers = IssuerAllowList.of([builtin_issuer(endpoints.url("oidc"), jwks=issuer.jwks())])
     extra = state.config_dir / ISSUERS_FILE
     if extra.exists():
         issuers = issuers.merged(IssuerAllowList.load(extra))
     fulcio_config = FulcioConfig(issuers=issuers)
-    fulcio = FulcioService(
-        fulcio_config,
-        material.ecdsa("fulcio-intermediate"),
-        material.fulcio_chain,
-        HttpCTSubmitter(
-            endpoints.url("ctlog"),
-            material.ecdsa("ctlog").public_key(),
-            timeout=fulcio_config.fetch_timeout,
-        ),
-        TokenVerifier.from_config(fulcio_config),
-    )
     tsa = TimestampAuthority(
         TSAConfig(signer_key=material.ecdsa("tsa-signer"), cert_chain=material.tsa_chain)
     )
-    apps: dict[str, ASGIApp] = {
-        "oidc": oidc_app(issuer),
-        "ctlog": ctlog_app(ctlog),
-        "fulcio": fulcio_app(fulcio),
-        "rekor": create_rekor_app(rekor),
-        "tsa": tsa_app(tsa),
-        "tuf": tuf_app(repo),
-    }
-    return Services(issuer, ctlog, rekor_log, fulcio, tsa, repo, apps)
+    ctlog_config = material.ctlog_config()
+    rekor_signer = material.rekor_signer()
+
+    async with contextlib.AsyncExitStack() as opened:
+        ctlog = await open_ctlog(ctlog_config, FilesystemStorage(state.log_dir("ctlog")))
+        opened.push_async_callback(ctlog.close)
+        rekor_log = TransparencyLog(
+            FilesystemStorage(state.log_dir("rekor")),
+            rekor_signer,
+            material.log_origin("rekor"),
+            verifier=rekor_signer.verifier(),
+        )
+        await asyncio.to_thread(rekor_log.open)
+        opened.push_async_callback(asyncio.to_thread, rekor_log.close)
+        # Fulcio's app closes its CT client when it shuts down (the client opens lazily).
+        ct_submitter = HttpCTSubmitter(
+            endpoints.url("ctlog"), ctlog_config.public_key, timeout=fulcio_config.fetch_timeout
+        )
+        fulcio = FulcioService(
+            fulcio_config,
+            material.ecdsa("fulcio-intermediate"),
+            material.fulcio_chain,
+            ct_submitter,
+            TokenVerifier.from_config(fulcio_config),
+        )
+        apps: dict[str, ASGIApp] = {
+            "oidc": oidc_app(issuer),
+            "ctlog": ctlog_app(ctlog),
+            "fulcio": fulcio_app(fulcio),
+            "rekor": create_rekor_app(RekorService(rekor_log, rekor_signer.verifier().key_id)),
+            "tsa": tsa_app(tsa),
+            "tuf": tuf_app(repo),
+        }
+        guarded: dict[str, ASGIApp] = {
+            name: HostGuard(app, allowed_hosts(endpoints, name)) for name, app in apps.items()
+        }
+        return Services(issuer, guarded, opened.pop_all())
+
+
+def _close_all(sockets: Mapping[str, socket.socket]) -> None:
+    for sock in sockets.values():
+        sock.close()
 
 
 def _console() -> Console:
@@ -238,66 +316,70 @@ async def run_up(args: argparse.Namespace) -> int:
     console = _console()
     state = StateDir(Path(args.data_dir).resolve())
     console.print(f"sigstack {__version__} · state in {state.root}")
-    with locked(state):
-        endpoints = resolve_endpoints(state, args)
-        sockets = {}
-        try:
+    raise_descriptor_limit()
+    stop = asyncio.Event()
+    crashed: str | None = None
+    with stop_on_signals(stop), locked(state):
+        async with contextlib.AsyncExitStack() as resources:
+            endpoints = resolve_endpoints(state, args)
+            sockets: dict[str, socket.socket] = {}  # each is handed to its server when started
+            resources.callback(_close_all, sockets)
             for service in SERVICES:
                 sockets[service] = bind_socket(service, endpoints.host, endpoints.ports[service])
-        except BaseException:
-            for sock in sockets.values():
-                sock.close()
-            raise
 
-        def report(step: str) -> None:
-            console.print(f"  · {step}")
+            passphrase = resolve_passphrase(getattr(args, "passphrase_file", None))
+            material, created = await asyncio.to_thread(
+                bootstrap.ensure,
+                state,
+                endpoints,
+                passphrase,
+                report=lambda s: console.print(f"  · {s}"),
+            )
+            check_log_origins(material, endpoints)
+            what = "created new" if created else "verified existing"
+            counts = f"{len(material.keys)} keys, {len(material.certs)} certificates"
+            console.print(f"✓ {what} trust material ({counts})")
+            endpoints.save(state.stack_config_path)
+            trusted = await asyncio.to_thread(open_tuf, material, endpoints)
+            if trusted.published and not created:
+                console.print("✓ service URLs changed: published new TUF targets (keys unchanged)")
 
-        passphrase = resolve_passphrase(getattr(args, "passphrase_file", None))
-        material, created = await asyncio.to_thread(
-            bootstrap.ensure, state, endpoints, passphrase, report=report
-        )
-        what = "created new" if created else "verified existing"
-        counts = f"{len(material.keys)} keys, {len(material.certs)} certificates"
-        console.print(f"✓ {what} trust material ({counts})")
-        endpoints.save(state.stack_config_path)
-        repo, published = await asyncio.to_thread(open_tuf, material, endpoints)
-        if published and not created:
-            console.print("✓ service URLs changed: published new TUF targets (keys unchanged)")
-        services = await open_services(material, endpoints, repo)
-        supervisor = Supervisor(access_log=getattr(args, "verbose", False))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        crashed: str | None = None
-        try:
+            services = await open_services(material, endpoints, trusted.repo)
+            resources.push_async_callback(services.close)
+            supervisor = Supervisor(access_log=getattr(args, "verbose", False))
+            resources.push_async_callback(supervisor.stop)
             for service in SERVICES:
+                if stop.is_set():
+                    break
                 took = await supervisor.start(
-                    service, services.apps[service], sockets.pop(service), endpoints.url(service)
+                    service,
+                    services.apps[service],
+                    sockets.pop(service),
+                    endpoints.url(service),
+                    DEPENDS_ON.get(service, ()),
                 )
                 console.print(f"✓ {service:<7} {endpoints.url(service)}  ({took * 1000:.0f} ms)")
-            write_client_files(state, endpoints, material, repo, services.oidc)
-            _print_ready(console, state, endpoints, time.perf_counter() - started)
-            crashed = await _serve(stop, supervisor, repo, state)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            for sock in sockets.values():
-                sock.close()
+            else:
+                root = trusted.repo.latest_root_bytes()
+                write_client_files(state, endpoints, root, trusted.targets, services.oidc)
+                _print_ready(console, state, endpoints, time.perf_counter() - started)
+                crashed = await _serve(stop, supervisor, trusted.repo, state)
             console.print("stopping…")
-            await supervisor.stop()
-            await services.close()
-        if crashed:
-            console.print(f"✗ {crashed} stopped unexpectedly; the stack was shut down")
-            return 1
-        console.print("stopped cleanly")
-        return 0
+    if crashed:
+        console.print(f"✗ {crashed} stopped unexpectedly; the stack was shut down")
+        return 1
+    console.print("stopped cleanly")
+    return 0
 
 
 async def _serve(
     stop: asyncio.Event, supervisor: Supervisor, repo: TufRepository, state: StateDir
 ) -> str | None:
-    """Serve until asked to stop or a server dies; keep TUF metadata fresh meanwhile."""
+    """Serve until asked to stop or a server dies; keep TUF metadata fresh meanwhile.
+
+    A failed renewal is logged and retried at the next interval: metadata lifetimes
+    leave many intervals of margin, and stopping every service would help no one.
+    """
     interval = repo.policy.refresh_interval.total_seconds()
     stop_task = asyncio.create_task(stop.wait())
     exit_task = asyncio.create_task(supervisor.wait_any_exit())
@@ -310,7 +392,11 @@ async def _serve(
                 return None
             if exit_task in done:
                 return exit_task.result() or "a service"
-            renewed = await asyncio.to_thread(repo.refresh)
+            try:
+                renewed = await asyncio.to_thread(repo.refresh)
+            except Exception as exc:
+                log.warning("renewing TUF metadata failed, will retry: %s", exc)
+                continue
             if renewed:
                 log.info("renewed TUF metadata: %s", ", ".join(renewed))
             if "root" in renewed:
@@ -361,9 +447,16 @@ def run_init(args: argparse.Namespace) -> int:
             resolve_passphrase(args.passphrase_file),
             report=lambda step: console.print(f"  · {step}"),
         )
+        check_log_origins(material, endpoints)
         endpoints.save(state.stack_config_path)
-        repo, _ = open_tuf(material, endpoints)
-        write_client_files(state, endpoints, material, repo, oidc_issuer(material, endpoints))
+        trusted = open_tuf(material, endpoints)
+        write_client_files(
+            state,
+            endpoints,
+            trusted.repo.latest_root_bytes(),
+            trusted.targets,
+            oidc_issuer(material, endpoints),
+        )
     console.print(("created" if created else "verified") + f" sigstack state in {state.root}")
     return 0
 

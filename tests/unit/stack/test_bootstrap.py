@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sigstore_models.trustroot.v1 import ClientTrustConfig, SigningConfig, TrustedRoot
 
-from sigstack.core.errors import LogIntegrityError, StateError
+from sigstack.core.errors import ConfigError, LogIntegrityError, StateError
 from sigstack.stack import bootstrap
 from sigstack.stack.config import Endpoints
 from sigstack.stack.state import PASSPHRASE_ENV, StateDir
@@ -124,10 +124,10 @@ def _load(data: Path) -> None:
     endpoints = Endpoints.load(sd.stack_config_path)
     material, created = bootstrap.ensure(sd, endpoints, None)
     assert not created
-    repo, _ = open_tuf(material, endpoints)
+    trusted = open_tuf(material, endpoints)
 
     async def open_and_close() -> None:
-        services = await open_services(material, endpoints, repo)
+        services = await open_services(material, endpoints, trusted.repo)
         await services.close()
 
     asyncio.run(open_and_close())
@@ -220,8 +220,111 @@ def test_external_passphrase_is_never_stored(
         if path.is_file():
             assert b"a passphrase from the operator" not in path.read_bytes()
     monkeypatch.setenv(PASSPHRASE_ENV, "the wrong one")
-    with pytest.raises(StateError, match="passphrase is wrong"):
+    with pytest.raises(StateError, match=r"passphrase \(SIGSTACK_PASSPHRASE\) is wrong"):
         run_init(_args(data))
     monkeypatch.delenv(PASSPHRASE_ENV)
     with pytest.raises(StateError, match=PASSPHRASE_ENV):
         run_init(_args(data))
+
+
+def test_non_loopback_host_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        run_init(_args(data, host="192.0.2.10"))
+    assert not (data / "sigstack.json").exists() and not (data / "keys").exists()
+
+
+def test_host_cannot_change_once_the_logs_exist(initialized: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot\s+change"):
+        run_init(_args(initialized, host="localhost"))
+
+
+def test_certificate_swapped_together_with_its_manifest_record_is_refused(
+    initialized: Path,
+) -> None:
+    """Even a consistent manifest edit cannot pair a certificate with another key."""
+    sd = StateDir(initialized)
+    other = sd.cert_path("fulcio-root").read_bytes()  # a real CA certificate, wrong key
+    sd.cert_path("tsa-root").write_bytes(other)
+    manifest = json.loads(sd.manifest_path.read_text())
+    manifest["certs"]["tsa-root"]["sha256"] = json.loads(sd.manifest_path.read_text())["certs"][
+        "fulcio-root"
+    ]["sha256"]
+    sd.manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(StateError, match="not the certificate of the tsa-root key"):
+        _load(initialized)
+
+
+def test_malformed_manifest_record_names_the_manifest(initialized: Path) -> None:
+    sd = StateDir(initialized)
+    manifest = json.loads(sd.manifest_path.read_text())
+    manifest["keys"]["oidc"] = "keys/oidc.pem"
+    sd.manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(StateError, match=r"keys\.oidc") as info:
+        _load(initialized)
+    assert info.value.path == sd.manifest_path
+
+
+def test_generated_passphrase_with_loose_mode_is_refused(initialized: Path) -> None:
+    os.chmod(initialized / "secrets" / "passphrase", 0o644)
+    with pytest.raises(StateError, match="chmod 600"):
+        _load(initialized)
+
+
+def test_conflicting_passphrase_is_named(
+    initialized: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, "not the generated one")
+    with pytest.raises(StateError, match=PASSPHRASE_ENV):
+        run_init(_args(initialized))
+
+
+def test_empty_passphrase_variable_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, "")
+    with pytest.raises(ConfigError, match="empty"):
+        run_init(_args(tmp_path / "state"))
+    assert not (tmp_path / "state" / "secrets").exists()
+
+
+def test_stale_staging_directories_are_removed_at_init(tmp_path: Path) -> None:
+    data = tmp_path / "state"
+    stale = data / ".init-0123456789ab"
+    (stale / "secrets").mkdir(parents=True)
+    (stale / "secrets" / "passphrase").write_text("left behind by a crash")
+    assert run_init(_args(data)) == 0
+    assert not stale.exists()
+
+
+def test_a_second_stack_on_the_same_directory_is_refused(initialized: Path) -> None:
+    from sigstack.stack.up import locked
+
+    with locked(StateDir(initialized)), pytest.raises(StateError, match="in use by another"):
+        run_init(_args(initialized))
+
+
+def test_failed_start_releases_ports_and_logs(initialized: Path) -> None:
+    """A bad issuers file stops `up` after the state loads: nothing it opened stays open."""
+    from sigstack.log.engine import TransparencyLog
+    from sigstack.log.fs import FilesystemStorage
+    from sigstack.stack.supervisor import bind_socket
+    from sigstack.stack.up import run_up
+
+    sd = StateDir(initialized)
+    sd.config_dir.mkdir(exist_ok=True)
+    (sd.config_dir / "fulcio-issuers.json").write_text(
+        '{"OIDCIssuers": {"https://x.example": {"Type": "nope"}}}'
+    )
+    with pytest.raises(ConfigError):
+        asyncio.run(run_up(_args(initialized)))
+    endpoints = Endpoints.load(sd.stack_config_path)
+    for service, port in endpoints.ports.items():
+        bind_socket(service, "127.0.0.1", port).close()
+    material = bootstrap.load(sd, None)
+    signer = material.rekor_signer()
+    tlog = TransparencyLog(
+        FilesystemStorage(sd.log_dir("rekor")), signer, "127.0.0.1", verifier=signer.verifier()
+    )
+    tlog.open()  # the writer lock was released
+    tlog.close()

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sigstore.models import TrustedRoot as SigstoreTrustedRoot
 
 from sigstack.core import note, pki
+from sigstack.core.encoding import json_document
 from sigstack.core.errors import ConfigError, StateError
 from sigstack.core.keys import spki_der
 from sigstack.stack import trust
@@ -93,7 +94,7 @@ def _inputs(endpoints: Endpoints) -> trust.TrustInputs:
 def test_trusted_root_is_complete_deterministic_and_client_parsable(tmp_path: Path) -> None:
     inputs = _inputs(Endpoints.default(base_port=9000))
     doc = trust.trusted_root(inputs)
-    assert trust.dumps(doc) == trust.dumps(trust.trusted_root(inputs))
+    assert json_document(doc) == json_document(trust.trusted_root(inputs))
     rekor_id = base64.b64decode(doc["tlogs"][0]["logId"]["keyId"])
     assert rekor_id == note.key_id_ed25519("127.0.0.1", inputs.rekor_key)
     assert doc["tlogs"][0]["checkpointKeyId"] == doc["tlogs"][0]["logId"]
@@ -106,7 +107,7 @@ def test_trusted_root_is_complete_deterministic_and_client_parsable(tmp_path: Pa
         "validFor" in ca for ca in doc["certificateAuthorities"] + doc["timestampAuthorities"]
     )
     path = tmp_path / "trusted_root.json"
-    path.write_bytes(trust.dumps(doc))
+    path.write_bytes(json_document(doc))
     parsed = SigstoreTrustedRoot.from_file(str(path))  # sigstore-python's own loader
     assert len(parsed.get_fulcio_certs()) == 2
 

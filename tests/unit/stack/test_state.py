@@ -55,7 +55,7 @@ def test_wrong_passphrase_names_the_file(tmp_path: Path) -> None:
     sd, ks, salt = _keystore(tmp_path)
     record = ks.write("oidc", st.generate_key("ecdsa-p256"))
     other = st.Keystore(sd, st.derive_secret(b"wrong", salt))
-    with pytest.raises(StateError, match="passphrase is wrong") as info:
+    with pytest.raises(StateError, match=r"passphrase \(.*\) is wrong") as info:
         other.load("oidc", record)
     assert info.value.path == sd.key_path("oidc")
 
@@ -106,6 +106,7 @@ def _manifest() -> st.Manifest:
         for n, a in st.KEY_ALGORITHMS.items()
     }
     m.certs = {n: {"file": f"certs/{n}.pem", "sha256": "00"} for n in st.CERT_NAMES}
+    m.logs = {n: {"origin": "127.0.0.1", "storage": f"logs/{n}"} for n in st.LOG_NAMES}
     return m
 
 
@@ -146,12 +147,12 @@ def test_external_passphrase_required_when_not_stored(tmp_path: Path) -> None:
     m.passphrase = "external"
     with pytest.raises(StateError, match="SIGSTACK_PASSPHRASE"):
         sd.passphrase_for(m, None)
-    assert sd.passphrase_for(m, st.Passphrase(b"x", "env")) == b"x"
+    assert sd.passphrase_for(m, st.Passphrase(b"x", "env")).value == b"x"
 
 
 def test_passphrase_file_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(st.PASSPHRASE_ENV, "from-env")
-    assert st.resolve_passphrase(None) == st.Passphrase(b"from-env", "env")
+    assert st.resolve_passphrase(None) == st.Passphrase(b"from-env", st.PASSPHRASE_ENV)
     f = tmp_path / "pp"
     f.write_bytes(b"from-file\n")
     resolved = st.resolve_passphrase(f)
@@ -159,3 +160,7 @@ def test_passphrase_file_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     f.write_bytes(b"\n")
     with pytest.raises(StateError, match="empty"):
         st.resolve_passphrase(f)
+
+
+def test_passphrase_never_appears_in_repr() -> None:
+    assert "hunter2" not in repr(st.Passphrase(b"hunter2", "env"))

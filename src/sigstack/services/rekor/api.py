@@ -5,24 +5,30 @@ Routes (base URL = the tlog ``baseUrl`` in the trusted root):
 * ``POST /api/v2/log/entries`` -> 201 ``TransparencyLogEntry`` (proto-JSON)
 * ``GET /api/v2/checkpoint`` -> the signed checkpoint (``Cache-Control: no-cache``)
 * ``GET /api/v2/tile/{L}/{N}[.p/{W}]`` and ``/api/v2/tile/entries/{N}[.p/{W}]`` ->
-  tiles and entry bundles; full ones are immutable and cached for a year.
+  tiles and entry bundles, immutable (only what a checkpoint covers is served).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from sigstack.services.http import create_app, json_response, openapi_document, read_body
+from sigstack.services.http import (
+    CHECKPOINT_CACHE_CONTROL,
+    TILE_CACHE_CONTROL,
+    create_app,
+    error_spec,
+    json_response,
+    openapi_document,
+    read_body,
+)
 from sigstack.services.rekor.service import RekorService
 
 MAX_ENTRY_BYTES = 128 * 1024
-IMMUTABLE = "public, max-age=31536000, immutable"
-PARTIAL = "public, max-age=60"
-
-_ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 OPENAPI_PATHS = {
     "/api/v2/log/entries": {
@@ -45,9 +51,9 @@ OPENAPI_PATHS = {
                     "description": "dev.sigstore.rekor.v1.TransparencyLogEntry (proto-JSON)",
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
-                "400": {"description": "invalid entry or signature", **_ERR},
-                "413": {"description": "entry too large", **_ERR},
-                "503": {"description": "log overloaded; retry after Retry-After", **_ERR},
+                "400": error_spec("invalid entry or signature"),
+                "413": error_spec("entry too large"),
+                "503": error_spec("log overloaded; retry after Retry-After"),
             },
         }
     },
@@ -65,8 +71,8 @@ OPENAPI_PATHS = {
             ],
             "responses": {
                 "200": {"description": "tile bytes", "content": {"application/octet-stream": {}}},
-                "400": {"description": "malformed tile path", **_ERR},
-                "404": {"description": "no such tile yet", **_ERR},
+                "400": error_spec("malformed tile path"),
+                "404": error_spec("no such tile yet"),
             },
         }
     },
@@ -90,15 +96,15 @@ def create_rekor_app(service: RekorService) -> ASGIApp:
         return Response(
             service.checkpoint(),
             media_type="text/plain; charset=utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": CHECKPOINT_CACHE_CONTROL},
         )
 
     async def tile(request: Request) -> Response:
-        found = service.tile(request.path_params["path"])
+        data = await asyncio.to_thread(service.tile, request.path_params["path"])
         return Response(
-            found.data,
+            data,
             media_type="application/octet-stream",
-            headers={"Cache-Control": IMMUTABLE if found.immutable else PARTIAL},
+            headers={"Cache-Control": TILE_CACHE_CONTROL},
         )
 
     async def health() -> None:

@@ -17,19 +17,16 @@ is refused with a clear message until the entry kind is added.
 
 from __future__ import annotations
 
-import base64
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 from sigstore_models.rekor.v2.entry import CreateEntryRequest
 
-from sigstack.core import keys, tiles
-from sigstack.core.errors import InvalidRequest, NotFound, VerificationError
+from sigstack.core import keys, pki
+from sigstack.core.encoding import b64
+from sigstack.core.errors import ConfigError, InvalidRequest, NotFound, VerificationError
 from sigstack.log.engine import Entry, TransparencyLog
 
 log = logging.getLogger("sigstack.rekor")
@@ -38,24 +35,12 @@ ENTRY_API_VERSION = "0.0.2"
 _HASH_NAMES = {"sha256": "SHA2_256", "sha384": "SHA2_384", "sha512": "SHA2_512"}
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-@dataclass(frozen=True)
-class TileResponse:
-    """A piece of the C2SP read path and whether it can never change."""
-
-    data: bytes
-    immutable: bool
-
-
 class RekorService:
     """Rekor v2 over a ``TransparencyLog`` whose checkpoints carry ``log_id``'s key."""
 
     def __init__(self, log: TransparencyLog, log_id: bytes) -> None:
         if len(log_id) != 32:
-            raise ValueError("a Rekor v2 log ID is 32 bytes")
+            raise ConfigError("a Rekor v2 log ID is 32 bytes")
         self._log = log
         self._log_id = log_id
 
@@ -70,17 +55,17 @@ class RekorService:
         cp = result.checkpoint
         return {
             "logIndex": str(result.index),
-            "logId": {"keyId": _b64(self._log_id)},
+            "logId": {"keyId": b64(self._log_id)},
             "kindVersion": {"kind": "hashedrekord", "version": ENTRY_API_VERSION},
             "integratedTime": "0",
             "inclusionProof": {
                 "logIndex": str(result.index),
-                "rootHash": _b64(cp.root_hash),
+                "rootHash": b64(cp.root_hash),
                 "treeSize": str(cp.size),
-                "hashes": [_b64(h) for h in result.proof],
+                "hashes": [b64(h) for h in result.proof],
                 "checkpoint": {"envelope": cp.note.decode()},
             },
-            "canonicalizedBody": _b64(canonical),
+            "canonicalizedBody": b64(canonical),
         }
 
     def canonical_entry(self, raw_body: bytes) -> bytes:
@@ -107,21 +92,18 @@ class RekorService:
         if verifier.x509_certificate is not None:
             der = verifier.x509_certificate.raw_bytes
             try:
-                cert = x509.load_der_x509_certificate(der)
-            except ValueError as exc:
-                raise InvalidRequest(f"verifier certificate is not valid DER: {exc}") from exc
-            public_key = keys.require_supported(cert.public_key())
-            verifier_json: dict[str, Any] = {"x509Certificate": {"rawBytes": _b64(der)}}
+                cert = pki.load_der_certificate(der, what="verifier certificate")
+                public_key = keys.require_supported(cert.public_key())
+            except VerificationError as exc:
+                raise InvalidRequest(exc.message) from exc
+            verifier_json: dict[str, Any] = {"x509Certificate": {"rawBytes": b64(der)}}
         else:
             assert verifier.public_key is not None
             try:
                 public_key = keys.load_spki(verifier.public_key.raw_bytes)
             except VerificationError as exc:
                 raise InvalidRequest(f"verifier public key: {exc.message}") from exc
-            spki = public_key.public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            verifier_json = {"publicKey": {"rawBytes": _b64(spki)}}
+            verifier_json = {"publicKey": {"rawBytes": b64(keys.spki_der(public_key))}}
         verifier_json["keyDetails"] = details
         try:
             keys.check_key_details(public_key, details)
@@ -139,8 +121,8 @@ class RekorService:
             "kind": "hashedrekord",
             "spec": {
                 "hashedRekordV002": {
-                    "data": {"algorithm": _HASH_NAMES[algorithm.name], "digest": _b64(hr.digest)},
-                    "signature": {"content": _b64(hr.signature.content), "verifier": verifier_json},
+                    "data": {"algorithm": _HASH_NAMES[algorithm.name], "digest": b64(hr.digest)},
+                    "signature": {"content": b64(hr.signature.content), "verifier": verifier_json},
                 }
             },
         }
@@ -150,11 +132,10 @@ class RekorService:
         """The latest signed checkpoint (C2SP signed note)."""
         return self._log.checkpoint().note
 
-    def tile(self, path: str) -> TileResponse:
-        """A tile or entry bundle by its C2SP path below ``tile/``."""
+    def tile(self, path: str) -> bytes:
+        """A tile or entry bundle by its C2SP path below ``tile/`` (reads storage)."""
         key = "tile/" + path
-        parsed = tiles.parse_path(key)  # raises InvalidRequest for malformed paths
-        data = self._log.read(key)
+        data = self._log.read(key)  # raises InvalidRequest for malformed paths
         if data is None:
             raise NotFound(f"{key} does not exist (yet)")
-        return TileResponse(data, immutable=parsed.width == tiles.TILE_WIDTH)
+        return data
