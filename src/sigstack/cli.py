@@ -62,7 +62,9 @@ def _add_state_options(p: argparse.ArgumentParser) -> None:
 
 def _add_network_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--host", default=None, help="address to serve on and put in URLs (default 127.0.0.1)"
+        "--host",
+        default=None,
+        help="loopback address to serve on and put in URLs: 127.0.0.1 (default), ::1, localhost",
     )
     p.add_argument(
         "--base-port", type=_port, default=None, help="first port of the block (default 7700)"
