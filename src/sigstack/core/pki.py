@@ -131,6 +131,33 @@ def build_root_ca(
     return builder.sign(key, signing_hash(key))
 
 
+def _issue(
+    public_key: PublicKey,
+    subject: x509.Name,
+    issuer_cert: x509.Certificate,
+    issuer_key: PrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+) -> x509.Certificate:
+    """A certificate for ``public_key`` issued by ``issuer_cert``'s key: the given
+    (extension, critical) pairs, then SKI and AKI."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject)
+        .public_key(public_key)
+        .serial_number(random_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    builder = builder.add_extension(_ski(public_key), critical=False)
+    builder = builder.add_extension(_aki(issuer_cert), critical=False)
+    return builder.sign(issuer_key, signing_hash(issuer_key))
+
+
 def build_intermediate_ca(
     public_key: PublicKey,
     subject: x509.Name,
@@ -142,24 +169,13 @@ def build_intermediate_ca(
 ) -> x509.Certificate:
     """An intermediate CA (path length 0) signed by ``issuer_key``."""
     _require_ecdsa_ca(issuer_key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject)
-        .public_key(public_key)
-        .serial_number(random_serial())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
-        .add_extension(_ski(public_key), critical=False)
-        .add_extension(_aki(issuer_cert), critical=False)
-    )
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (_ca_key_usage(), True),
+    ]
     if extended_key_usages:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage(list(extended_key_usages)), critical=False
-        )
-    return builder.sign(issuer_key, signing_hash(issuer_key))
+        extensions.append((x509.ExtendedKeyUsage(list(extended_key_usages)), False))
+    return _issue(public_key, subject, issuer_cert, issuer_key, not_before, not_after, extensions)
 
 
 def build_tsa_certificate(
@@ -171,21 +187,12 @@ def build_tsa_certificate(
     not_after: dt.datetime,
 ) -> x509.Certificate:
     """A timestamping leaf: digitalSignature, EKU timeStamping CRITICAL (RFC 3161 2.3)."""
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject)
-        .public_key(public_key)
-        .serial_number(random_serial())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(digital_signature_usage(), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-        .add_extension(_ski(public_key), critical=False)
-        .add_extension(_aki(issuer_cert), critical=False)
-    )
-    return builder.sign(issuer_key, signing_hash(issuer_key))
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (digital_signature_usage(), True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
+    ]
+    return _issue(public_key, subject, issuer_cert, issuer_key, not_before, not_after, extensions)
 
 
 def authority_key_identifier(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
