@@ -37,13 +37,15 @@ Commit protocol (one batch, leaves ``[a, n)``) and what a crash at each step mea
    one proof is checked against the root before anything is written.
    *Crash:* as in 1.
 3. **Store data.** ``put_many`` writes the tiles and bundles the batch completed
-   and the new partial ones; it returns once they are durable.
-   *Crash or error:* storage may hold objects no checkpoint covers (names beyond
-   the checkpoint, or partial widths never checkpointed). They are never served
-   (``read`` only serves what the current checkpoint covers) and the next batch
-   rewrites them. An object covered by the old checkpoint is only ever rewritten
-   with identical bytes (its content is a function of covered entries), so the
-   old checkpoint stays valid. Entries are not acknowledged.
+   and the new partial ones, then ``index_add`` records each entry's leaf hash
+   (and the log's search keys); both return once durable.
+   *Crash or error:* storage may hold objects and index rows no checkpoint covers
+   (names beyond the checkpoint, partial widths never checkpointed, positions past
+   its size; the index is truncated to the checkpoint whenever it is reloaded).
+   They are never served (``read`` only serves what the current checkpoint
+   covers) and the next batch rewrites them. An object covered by the old
+   checkpoint is only ever rewritten with identical bytes (its content is a
+   function of covered entries), so the old checkpoint stays valid. Entries are not acknowledged.
 4. **Sign** the checkpoint ``(origin, n, root)`` with the signer, in memory.
    *Crash:* as in 3; the signed note never left the process.
 5. **Commit.** ``swap_checkpoint(old, new)``: compare-and-swap, durable on return.
@@ -78,7 +80,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -87,6 +89,7 @@ from sigstack.core.errors import (
     Conflict,
     InvalidRequest,
     LogIntegrityError,
+    NotFound,
     Overloaded,
     PayloadTooLarge,
     SigstackError,
@@ -118,6 +121,7 @@ from sigstack.core.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
     TileRef,
+    bundle_for,
     decode_bundle,
     entries_path,
     node_location,
@@ -127,7 +131,7 @@ from sigstack.core.tiles import (
     tile_levels,
     tile_path,
 )
-from sigstack.log.storage import CHECKPOINT_KEY, LogStorage
+from sigstack.log.storage import CHECKPOINT_KEY, IndexRow, LogStorage
 
 __all__ = [
     "BatchPolicy",
@@ -138,6 +142,14 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+LEAF_NAMESPACE = "leaf"
+"""Index namespace of every entry's Merkle leaf hash."""
+
+IndexKeys = Callable[[bytes], Sequence[tuple[str, bytes]]]
+"""A log's search keys for one stored bundle record: ``[(namespace, key), ...]``."""
+
+_REINDEX_CHUNK = 64 * TILE_WIDTH
 
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
@@ -152,11 +164,13 @@ class Entry:
 
     ``leaf`` is the Merkle leaf data (leaf hash = SHA-256(0x00 || leaf));
     ``bundle`` is what the C2SP entry bundle stores for it (default: ``leaf``),
-    at most 65535 bytes.
+    at most 65535 bytes. With ``dedup``, an entry whose leaf is already in the log
+    is not appended again: it answers with the position it already has.
     """
 
     leaf: bytes
     bundle: bytes | None = None
+    dedup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +191,8 @@ class Integrated:
     index: int
     checkpoint: Checkpoint
     proof: list[bytes]
+    duplicate: bool = False
+    """True when a ``dedup`` entry was already in the log (nothing was appended)."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +332,9 @@ class TransparencyLog:
     ``signer`` signs checkpoints; ``verifier`` must verify them (checked at
     ``open()``) and is used to verify the stored checkpoint. ``cache_tiles`` is
     the number of expanded tiles kept for proof generation (about 45 KiB each).
+    ``index_keys`` gives a stored bundle record's search keys (beyond the leaf
+    hash every entry is indexed under); it must be a pure function of the record,
+    since the index is rebuilt from the bundles when it is missing.
     """
 
     def __init__(
@@ -327,6 +346,7 @@ class TransparencyLog:
         policy: BatchPolicy | None = None,
         *,
         cache_tiles: int = 256,
+        index_keys: IndexKeys | None = None,
     ) -> None:
         format_checkpoint(origin, 0, EMPTY_ROOT)  # validates the origin
         self._storage = storage
@@ -335,6 +355,7 @@ class TransparencyLog:
         self._verifier = verifier
         self._policy = policy if policy is not None else BatchPolicy()
         self._cache = _TileCache(cache_tiles)
+        self._index_keys = index_keys
 
         self._cond = threading.Condition()
         self._pending: collections.deque[_Pending] = collections.deque()
@@ -399,6 +420,7 @@ class TransparencyLog:
         try:
             edge, current = self._load_state()
             self._check_signer_key(current)
+            self._sync_index(current)
         except BaseException:
             self._storage.release_writer()
             with self._cond:
@@ -546,6 +568,65 @@ class TransparencyLog:
         if ref.min_tree_size > current.size:
             return None
         return self._storage.get(ref.path)
+
+    def lookup(self, namespace: str, key: bytes) -> list[int]:
+        """Positions the current checkpoint covers that are indexed under ``key``.
+
+        Namespace ``leaf`` holds every entry's leaf hash; others are the search keys
+        of the log's ``index_keys`` function.
+        """
+        current = self._published()
+        return self._storage.index_lookup(namespace, [key], current.size).get(key, [])
+
+    def entry(self, index: int) -> bytes:
+        """The entry-bundle record stored for position ``index``."""
+        current = self._published()
+        if not isinstance(index, int) or not 0 <= index < current.size:
+            raise NotFound(f"no entry at index {index}: the log has {current.size} entries")
+        ref = bundle_for(index // TILE_WIDTH, current.size)
+        return self._bundle_records(ref)[index % TILE_WIDTH]
+
+    def _bundle_records(self, ref: TileRef) -> list[bytes]:
+        data = self._storage.get(ref.path)
+        if data is None:
+            raise LogIntegrityError(self._storage.describe(ref.path), "entry bundle missing")
+        try:
+            return decode_bundle(data, ref.width)
+        except InvalidRequest as exc:
+            raise LogIntegrityError(self._storage.describe(ref.path), str(exc)) from exc
+
+    def _sync_index(self, current: Checkpoint) -> None:
+        """Make the entry index match ``current``.
+
+        Rows of batches that never committed are dropped; if the index does not
+        reach the checkpoint's last entry (deleted, or from an older sigstack), it is
+        rebuilt from the tiles and entry bundles, which it is derived from.
+        """
+        size = current.size
+        self._storage.index_truncate(size)
+        if size == 0:
+            return
+        node = self._node_reader(size)
+        last = node(0, size - 1)
+        indexed = self._storage.index_lookup(LEAF_NAMESPACE, [last], size).get(last, [])
+        if size - 1 in indexed:
+            return
+        _log.warning(
+            "log %s: the entry index does not reach the checkpoint (size %d); rebuilding it",
+            self._origin,
+            size,
+        )
+        for start in range(0, size, _REINDEX_CHUNK):
+            end = min(size, start + _REINDEX_CHUNK)
+            rows: list[IndexRow] = [(LEAF_NAMESPACE, node(0, i), i) for i in range(start, end)]
+            if self._index_keys is not None:
+                for bundle_start in range(start, end, TILE_WIDTH):
+                    records = self._bundle_records(bundle_for(bundle_start // TILE_WIDTH, size))
+                    for offset, record in enumerate(records):
+                        position = bundle_start + offset
+                        rows.extend((ns, key, position) for ns, key in self._index_keys(record))
+            self._storage.index_add(rows)
+        _log.info("log %s: entry index rebuilt (%d entries)", self._origin, size)
 
     def _published(self) -> Checkpoint:
         current = self._current
@@ -779,12 +860,67 @@ class TransparencyLog:
             p.future.set_result(result)
 
     def _integrate(self, batch: list[_Pending]) -> list[Integrated]:
-        """Steps 2-6 of the commit protocol for one batch (see the module docstring)."""
+        """Steps 2-6 of the commit protocol for one batch (see the module docstring).
+
+        ``dedup`` entries whose leaf is already logged (or earlier in this batch)
+        are not appended: they answer with the existing position and a proof
+        against the checkpoint this batch produces.
+        """
+        current = self._current
+        assert self._edge is not None and current is not None
+        start = self._edge.size
+        hashes = [leaf_hash(p.entry.leaf) for p in batch]
+        known = self._known_leaves(
+            [h for p, h in zip(batch, hashes, strict=True) if p.entry.dedup], start
+        )
+        fresh: list[_Pending] = []
+        leaves: list[bytes] = []
+        first: dict[bytes, int] = {}
+        plan: list[tuple[int, bool]] = []  # (position, duplicate) per batch entry
+        for p, h in zip(batch, hashes, strict=True):
+            if p.entry.dedup and h in known:
+                plan.append((known[h], True))
+            elif p.entry.dedup and h in first:
+                plan.append((start + first[h], True))
+            else:
+                first.setdefault(h, len(leaves))
+                plan.append((start + len(leaves), False))
+                fresh.append(p)
+                leaves.append(h)
+        checkpoint, proofs = self._append(fresh, leaves) if leaves else (current, [])
+        node: Callable[[int, int], bytes] | None = None
+        results = []
+        for position, duplicate in plan:
+            if position >= start:
+                proof = proofs[position - start]
+            else:
+                node = node or self._node_reader(checkpoint.size)
+                proof = inclusion_proof(position, checkpoint.size, node)
+            results.append(Integrated(position, checkpoint, proof, duplicate))
+        return results
+
+    def _known_leaves(self, hashes: list[bytes], below: int) -> dict[bytes, int]:
+        """Committed positions of these leaf hashes, confirmed against the level-0 tiles."""
+        if not hashes or below == 0:
+            return {}
+        found = self._storage.index_lookup(LEAF_NAMESPACE, hashes, below)
+        node = self._node_reader(below)
+        known = {}
+        for key, positions in found.items():
+            for position in positions:
+                if node(0, position) == key:  # the index is a hint; the tree is the truth
+                    known[key] = position
+                    break
+        return known
+
+    def _append(
+        self, batch: list[_Pending], leaves: list[bytes]
+    ) -> tuple[Checkpoint, list[list[bytes]]]:
+        """Append ``batch`` (with its leaf hashes): store, index, sign, commit, publish."""
         edge = self._edge
         current = self._current
         assert edge is not None and current is not None
         start = edge.size
-        leaves = [leaf_hash(p.entry.leaf) for p in batch]
         nodes = edge.rng.extend(leaves)
         end = nodes.end
 
@@ -804,6 +940,10 @@ class TransparencyLog:
         # Records were size-checked by submit(): a uint16 length prefix each.
         records = [len(p.record).to_bytes(2, "big") + p.record for p in batch]
         _append_items(edge.bundle, start, records, entries_path, writes)
+        rows: list[IndexRow] = [(LEAF_NAMESPACE, h, start + i) for i, h in enumerate(leaves)]
+        if self._index_keys is not None:
+            for i, p in enumerate(batch):
+                rows.extend((ns, key, start + i) for ns, key in self._index_keys(p.record))
 
         root = edge.rng.root()
         proofs = nodes.inclusion_proofs()
@@ -815,6 +955,7 @@ class TransparencyLog:
             ) from exc
 
         self._storage.put_many(writes)
+        self._storage.index_add(rows)
         note = sign_note(format_checkpoint(self._origin, end, root), [self._signer])
         self._storage.swap_checkpoint(current.note, note)
 
@@ -822,7 +963,7 @@ class TransparencyLog:
         edge.size = end
         self._current = checkpoint
         self._backoff = 0.0
-        return [Integrated(start + i, checkpoint, proof) for i, proof in enumerate(proofs)]
+        return checkpoint, proofs
 
     def _recover(self) -> bool:
         """Re-derive state from the durable checkpoint; True when the log can go on."""
@@ -832,6 +973,7 @@ class TransparencyLog:
             # Whatever checkpoint readers may have seen must be durable before the
             # tree grows past it (the failed swap may have left it visible only).
             self._storage.swap_checkpoint(current.note, current.note)
+            self._sync_index(current)
         except LogIntegrityError as exc:
             _log.error("log %s: stored state does not add up, stopping: %s", self._origin, exc)
             self._stop(exc)

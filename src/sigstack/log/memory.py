@@ -10,7 +10,9 @@ produce. ``swap_checkpoint`` is a true compare-and-swap under the lock.
 Fault injection: ``fault`` is consulted before every operation with
 ``(operation, key)``, where operation is ``"get"``, ``"put"`` (once per object of
 ``put_many``), ``"read_checkpoint"`` or ``"swap_checkpoint"`` (key
-``"checkpoint"``). It returns ``None`` to let the operation proceed, or a
+``"checkpoint"``), ``"index_add"``, ``"index_lookup"`` or ``"index_truncate"``
+(key ``"index"``; ``index_add`` is all-or-nothing, like one database
+transaction). It returns ``None`` to let the operation proceed, or a
 :class:`Fault`:
 
 * ``Fault.FAIL``: raise :class:`StorageError` and do not perform the operation
@@ -25,10 +27,16 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from sigstack.core.errors import Conflict, StorageError
-from sigstack.log.storage import CHECKPOINT_KEY, LogStorage, validate_key
+from sigstack.log.storage import (
+    CHECKPOINT_KEY,
+    IndexRow,
+    LogStorage,
+    validate_index_row,
+    validate_key,
+)
 
 
 class Fault(enum.Enum):
@@ -94,6 +102,7 @@ class MemoryStorage(LogStorage):
         self.fault = fault
         self._objects: dict[str, bytes] = {}
         self._checkpoint: bytes | None = None
+        self._index: dict[tuple[str, bytes], set[int]] = {}
         self._lock = threading.Lock()
         self._writer = False
         self.writes = 0
@@ -148,6 +157,34 @@ class MemoryStorage(LogStorage):
             self.writes += 1
         self._after(fault, "swap_checkpoint", CHECKPOINT_KEY)
 
+    def index_add(self, rows: Sequence[IndexRow]) -> None:
+        for namespace, key, _ in rows:
+            validate_index_row(namespace, key)
+        fault = self._check("index_add", INDEX_KEY)
+        with self._lock:
+            for namespace, key, position in rows:
+                self._index.setdefault((namespace, key), set()).add(position)
+        self._after(fault, "index_add", INDEX_KEY)
+
+    def index_lookup(
+        self, namespace: str, keys: Sequence[bytes], below: int
+    ) -> dict[bytes, list[int]]:
+        self._check("index_lookup", INDEX_KEY)
+        found: dict[bytes, list[int]] = {}
+        with self._lock:
+            for key in keys:
+                positions = sorted(p for p in self._index.get((namespace, key), ()) if p < below)
+                if positions:
+                    found[key] = positions
+        return found
+
+    def index_truncate(self, size: int) -> None:
+        fault = self._check("index_truncate", INDEX_KEY)
+        with self._lock:
+            for positions in self._index.values():
+                positions.difference_update([p for p in positions if p >= size])
+        self._after(fault, "index_truncate", INDEX_KEY)
+
     def acquire_writer(self) -> None:
         with self._lock:
             if self._writer:
@@ -183,4 +220,7 @@ class MemoryStorage(LogStorage):
             self._checkpoint = None if data is None else bytes(data)
 
 
-_READS = frozenset({"get", "read_checkpoint"})
+INDEX_KEY = "index"
+"""The key fault hooks see for index operations."""
+
+_READS = frozenset({"get", "read_checkpoint", "index_lookup"})

@@ -29,6 +29,19 @@ Single writer
     processes where the backend can), raising ``Conflict`` if another holder has
     it; ``release_writer`` gives it back. Reads need no lease.
 
+Entry index
+    A multimap ``(namespace, key) -> log positions``: every entry's leaf hash
+    (namespace ``leaf``), and whatever search keys a log adds (an artifact
+    digest, a public key...). It is derived data, written with a batch's objects
+    BEFORE its checkpoint, so after a crash it may hold rows for positions no
+    checkpoint covers: ``index_lookup`` therefore takes ``below`` (the committed
+    size) and ignores rows at or past it, and the engine calls
+    ``index_truncate(size)`` whenever it (re)loads a checkpoint, before it
+    sequences anything, so the next batch never finds rows of a batch that was
+    lost. ``index_add`` is durable on return and idempotent (adding a row that
+    exists is a no-op). Namespaces are ``[a-z0-9_-]{1,32}``; keys are at most
+    ``MAX_INDEX_KEY`` bytes.
+
 Errors
     Backend failures raise :class:`~sigstack.core.errors.StorageError` (or
     ``StateError`` for local files), naming the object or file at fault. A failed
@@ -44,7 +57,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sigstack.core.errors import InvalidRequest
 
@@ -52,8 +65,21 @@ CHECKPOINT_KEY = "checkpoint"
 """Name of the checkpoint object (read and written only through the checkpoint calls)."""
 
 MAX_KEY_LENGTH = 255
+MAX_INDEX_KEY = 256
+
+IndexRow = tuple[str, bytes, int]
+"""``(namespace, key, log position)``."""
 
 _SEGMENT = re.compile(r"[a-z0-9_-][a-z0-9._-]*")
+_NAMESPACE = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def validate_index_row(namespace: str, key: bytes) -> None:
+    """Raise :class:`InvalidRequest` unless ``(namespace, key)`` may be indexed."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise InvalidRequest(f"index namespace {namespace!r} must match [a-z0-9_-]{{1,32}}")
+    if not isinstance(key, bytes) or not 0 < len(key) <= MAX_INDEX_KEY:
+        raise InvalidRequest(f"index keys are 1 to {MAX_INDEX_KEY} bytes")
 
 
 def validate_key(key: str) -> str:
@@ -101,6 +127,20 @@ class LogStorage(ABC):
     @abstractmethod
     def release_writer(self) -> None:
         """Give the writer lease back (idempotent)."""
+
+    @abstractmethod
+    def index_add(self, rows: Sequence[IndexRow]) -> None:
+        """Durably add index rows (existing rows are left as they are)."""
+
+    @abstractmethod
+    def index_lookup(
+        self, namespace: str, keys: Sequence[bytes], below: int
+    ) -> dict[bytes, list[int]]:
+        """Positions ``< below`` indexed under each key, ascending; keys without any omitted."""
+
+    @abstractmethod
+    def index_truncate(self, size: int) -> None:
+        """Durably remove every index row whose position is ``>= size``."""
 
     def describe(self, key: str) -> str:
         """Where ``key`` lives, for error messages (a file path, a URL...)."""
