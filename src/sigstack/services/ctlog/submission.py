@@ -49,6 +49,7 @@ from sigstack.core.pki import cert_der, check_issued_by, load_der_certificate
 from sigstack.core.sct import (
     PRECERT_POISON_OID,
     issuer_key_hash,
+    merkle_tree_leaf,
     precert_timestamped_entry,
     tbs_without_extension,
     x509_timestamped_entry,
@@ -303,3 +304,53 @@ def tile_leaf(chain: ValidatedChain, timestamped: bytes) -> bytes:
 def issuer_objects(chain: ValidatedChain) -> dict[str, bytes]:
     """The static-ct-api issuer objects of ``chain``: ``issuer/<hex sha256>`` -> DER."""
     return {f"issuer/{fingerprint(der).hex()}": der for der in chain.issuer_ders}
+
+
+def _tile_leaf_bounds(data: bytes, start: int) -> tuple[int, int]:
+    """(end of the ``TimestampedEntry``, end of the ``TileLeaf``) for the one at ``start``."""
+
+    def u(at: int, n: int) -> int:
+        if at + n > len(data):
+            raise VerificationError("TileLeaf is truncated")
+        return int.from_bytes(data[at : at + n], "big")
+
+    at = start + 8  # timestamp
+    entry_type = u(at, 2)
+    at += 2
+    if entry_type == 1:  # precert_entry: issuer_key_hash[32] then TBSCertificate<1..2^24-1>
+        at += 32
+    elif entry_type != 0:
+        raise VerificationError(f"TileLeaf has unknown entry type {entry_type}")
+    at += 3 + u(at, 3)  # the certificate or TBS
+    at += 2 + u(at, 2)  # extensions
+    timestamped_end = at
+    if entry_type == 1:
+        at += 3 + u(at, 3)  # the precertificate
+    at += 2 + u(at, 2)  # issuer fingerprints
+    if at > len(data):
+        raise VerificationError("TileLeaf is truncated")
+    return timestamped_end, at
+
+
+def merkle_leaf_from_tile_leaf(record: bytes) -> bytes:
+    """The RFC 6962 ``MerkleTreeLeaf`` of a stored static-ct-api ``TileLeaf``.
+
+    A ``TileLeaf`` starts with the ``TimestampedEntry`` the leaf wraps; its length is
+    read from the entry's own length prefixes. Raises ``VerificationError`` if the
+    record does not parse or carries trailing bytes.
+    """
+    timestamped_end, end = _tile_leaf_bounds(record, 0)
+    if end != len(record):
+        raise VerificationError("TileLeaf has trailing bytes")
+    return merkle_tree_leaf(record[:timestamped_end])
+
+
+def split_tile_leaves(data: bytes) -> list[bytes]:
+    """The ``TileLeaf`` records of a static-ct-api data tile (they are self-delimiting)."""
+    records = []
+    at = 0
+    while at < len(data):
+        _, end = _tile_leaf_bounds(data, at)
+        records.append(data[at:end])
+        at = end
+    return records

@@ -19,6 +19,8 @@ from sigstack.core.sct import PRECERT_POISON_OID, SignedCertificateTimestamp
 from sigstack.services.ctlog.submission import (
     ValidatedChain,
     issuer_objects,
+    merkle_leaf_from_tile_leaf,
+    split_tile_leaves,
     tile_leaf,
     timestamped_entry,
     validate_chain,
@@ -314,3 +316,38 @@ def test_oversized_entry_rejected(kit: Any, fulcio_pki: Any) -> None:
     v = validate(kit, fulcio_pki, [leaf, *fulcio_pki.chain_ders], precert=False)
     with pytest.raises(InvalidRequest, match="too large"):
         tile_leaf(v, timestamped_entry(v, 1))
+
+
+def test_merkle_leaf_is_recovered_from_stored_tile_leaves(kit: Any, fulcio_pki: Any) -> None:
+    pre = validate(
+        kit, fulcio_pki, [der(fulcio_pki.precert()), der(fulcio_pki.intermediate)], precert=True
+    )
+    x509_chain = validate(
+        kit, fulcio_pki, [der(fulcio_pki.leaf()), *fulcio_pki.chain_ders], precert=False
+    )
+    records = []
+    for chain in (pre, x509_chain):
+        te = timestamped_entry(chain, 7)
+        record = tile_leaf(chain, te)
+        assert merkle_leaf_from_tile_leaf(record) == b"\x00\x00" + te
+        records.append(record)
+    assert split_tile_leaves(b"".join(records)) == records
+    assert split_tile_leaves(b"") == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "trailing", "unknown type"])
+def test_malformed_tile_leaves_are_refused(kit: Any, fulcio_pki: Any, damage: str) -> None:
+    chain = validate(
+        kit, fulcio_pki, [der(fulcio_pki.leaf()), *fulcio_pki.chain_ders], precert=False
+    )
+    record = tile_leaf(chain, timestamped_entry(chain, 7))
+    bad = {
+        "truncated": record[:-1],
+        "trailing": record + b"\x00",
+        "unknown type": record[:8] + b"\x00\x07" + record[10:],
+    }[damage]
+    with pytest.raises(VerificationError):
+        merkle_leaf_from_tile_leaf(bad)
+    if damage != "trailing":
+        with pytest.raises(VerificationError):
+            split_tile_leaves(bad)
