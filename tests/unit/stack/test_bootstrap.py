@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from sigstore_models.trustroot.v1 import ClientTrustConfig, SigningConfig, Trust
 
 from sigstack.core.errors import ConfigError, LogIntegrityError, StateError
 from sigstack.stack import bootstrap
-from sigstack.stack.config import Endpoints
+from sigstack.stack.config import SERVICES, Endpoints
 from sigstack.stack.state import PASSPHRASE_ENV, StateDir
 from sigstack.stack.up import open_services, open_tuf, run_init
 
@@ -316,8 +317,15 @@ def test_failed_start_releases_ports_and_logs(initialized: Path) -> None:
     (sd.config_dir / "fulcio-issuers.json").write_text(
         '{"OIDCIssuers": {"https://x.example": {"Type": "nope"}}}'
     )
-    with pytest.raises(ConfigError):
-        asyncio.run(run_up(_args(initialized)))
+    socks = [socket.socket() for _ in range(6)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    free = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    ports = {f"{name}_port": port for name, port in zip(SERVICES, free, strict=True)}
+    with pytest.raises(ConfigError, match=r"fulcio-issuers\.json"):
+        asyncio.run(run_up(_args(initialized, base_port=None, **ports)))
     endpoints = Endpoints.load(sd.stack_config_path)
     for service, port in endpoints.ports.items():
         bind_socket(service, "127.0.0.1", port).close()

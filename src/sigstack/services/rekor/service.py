@@ -10,6 +10,9 @@ inclusion proof against a checkpoint that is durable and signed, and the
 canonicalized body (RFC 8785 JSON of the proto-JSON ``Entry``) whose leaf hash the
 proof starts from.
 
+An entry identical to one already logged is not logged again: the answer carries
+the index it already has (with a proof against the current checkpoint).
+
 DSSE entries: sigstore-python 4.5 and sigstore-go send DSSE as a hashedrekord over
 SHA-256(PAE), which this accepts. ``dsseRequestV002`` (sigstore-js 5, cosign <= 3.0)
 is refused with a clear message until the entry kind is added.
@@ -51,7 +54,7 @@ class RekorService:
     async def create_entry(self, raw_body: bytes) -> dict[str, Any]:
         """Validate, log and answer a ``CreateEntryRequest`` (see the module docstring)."""
         canonical = self.canonical_entry(raw_body)
-        result = await self._log.add(Entry(leaf=canonical))
+        result = await self._log.add(Entry(leaf=canonical, dedup=True))
         cp = result.checkpoint
         return {
             "logIndex": str(result.index),

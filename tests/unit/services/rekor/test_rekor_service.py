@@ -319,3 +319,19 @@ def test_health_fails_once_the_log_stops_accepting(service: RekorService) -> Non
     service.transparency_log.close()
     down = asyncio.run(_http(service, "GET", "/healthz"))
     assert down.status_code == 503 and "not open" in down.json()["reason"]
+
+
+def test_an_identical_entry_answers_with_the_index_it_has(
+    service: RekorService, log_key: ed25519.Ed25519PrivateKey
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    body = _request(key, b"once")
+    first = _add(service, body)
+    _add(service, _request(key, b"something else"))
+    again = _add(service, body)
+    assert again["logIndex"] == first["logIndex"] == "0"
+    assert again["inclusionProof"]["treeSize"] == "2"
+    assert service.transparency_log.checkpoint().size == 2
+    entry = TransparencyLogEntry(TLEModel.from_dict(again))
+    verify_merkle_inclusion(entry)
+    verify_checkpoint(_keyring(log_key), entry)
