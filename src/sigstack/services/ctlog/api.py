@@ -8,6 +8,11 @@ Submission and RFC 6962 reads (JSON):
 * ``GET  /ct/v1/get-sth``        -> ``{tree_size, timestamp, sha256_root_hash,
   tree_head_signature}``
 * ``GET  /ct/v1/get-sth-consistency?first=&second=`` -> ``{"consistency": [b64...]}``
+* ``GET  /ct/v1/get-entries?start=&end=`` -> ``{"entries": [{leaf_input, extra_data}]}``
+  (at most 256 per answer)
+* ``GET  /ct/v1/get-proof-by-hash?hash=&tree_size=`` -> ``{leaf_index, audit_path}``
+* ``GET  /ct/v1/get-entry-and-proof?leaf_index=&tree_size=`` -> ``{leaf_input,
+  extra_data, audit_path}``
 
 Monitoring (static-ct-api layout, monitoring prefix = submission prefix):
 ``GET /checkpoint``, ``GET /tile/<L>/<N>[.p/<W>]``, ``GET /tile/data/<N>[.p/<W>]``
@@ -80,6 +85,37 @@ def _size_param(request: Request, name: str) -> int:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 20 or int(raw) > _MAX_U64:
         raise InvalidRequest(f"query parameter {name!r} must be a decimal tree size")
     return int(raw)
+
+
+def _read_op(summary: str, params: tuple[str, ...], properties: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for an RFC 6962 GET taking query parameters and answering a JSON object."""
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [
+                {"name": n, "in": "query", "required": True, "schema": {"type": "string"}}
+                for n in params
+            ],
+            "responses": {
+                "200": {
+                    "description": "the answer",
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "properties": properties}}
+                    },
+                },
+                "400": http.error_spec("parameters missing, malformed or beyond the tree"),
+                "404": http.error_spec("no such entry"),
+            },
+        }
+    }
+
+
+def _hash_param(request: Request) -> bytes:
+    """The ``hash`` query parameter: a base64 SHA-256 leaf hash."""
+    raw = request.query_params.get("hash")
+    if raw is None:
+        raise InvalidRequest("query parameter 'hash' is required")
+    return b64decode(raw, what="hash")
 
 
 _CHAIN_BODY = {
@@ -214,6 +250,25 @@ OPENAPI = http.openapi_document(
                 },
             }
         },
+        f"{PREFIX}/get-entries": _read_op(
+            "Entries start..end (inclusive), at most 256 per answer (RFC 6962 4.6)",
+            ("start", "end"),
+            {"entries": {"type": "array", "items": {"type": "object"}}},
+        ),
+        f"{PREFIX}/get-proof-by-hash": _read_op(
+            "Audit path of the first entry with this leaf hash (RFC 6962 4.5)",
+            ("hash", "tree_size"),
+            {"leaf_index": {"type": "integer"}, "audit_path": {"type": "array"}},
+        ),
+        f"{PREFIX}/get-entry-and-proof": _read_op(
+            "One entry and its audit path (RFC 6962 4.8)",
+            ("leaf_index", "tree_size"),
+            {
+                "leaf_input": {"type": "string"},
+                "extra_data": {"type": "string"},
+                "audit_path": {"type": "array"},
+            },
+        ),
         "/checkpoint": _static(
             "Latest checkpoint (static-ct-api)", "text/plain; charset=utf-8", None
         ),
@@ -299,6 +354,33 @@ def create_app(service: CTLogService) -> ASGIApp:
         proof = await asyncio.to_thread(service.get_sth_consistency, first, second)
         return http.json_response({"consistency": [b64(h) for h in proof]})
 
+    async def get_entries(request: Request) -> Response:
+        start, end = _size_param(request, "start"), _size_param(request, "end")
+        entries = await asyncio.to_thread(service.get_entries, start, end)
+        return http.json_response(
+            {
+                "entries": [
+                    {"leaf_input": b64(leaf), "extra_data": b64(extra)} for leaf, extra in entries
+                ]
+            }
+        )
+
+    async def get_proof_by_hash(request: Request) -> Response:
+        leaf_hash, tree_size = _hash_param(request), _size_param(request, "tree_size")
+        index, path = await asyncio.to_thread(service.get_proof_by_hash, leaf_hash, tree_size)
+        return http.json_response({"leaf_index": index, "audit_path": [b64(h) for h in path]})
+
+    async def get_entry_and_proof(request: Request) -> Response:
+        index, tree_size = _size_param(request, "leaf_index"), _size_param(request, "tree_size")
+        leaf, extra, path = await asyncio.to_thread(service.get_entry_and_proof, index, tree_size)
+        return http.json_response(
+            {
+                "leaf_input": b64(leaf),
+                "extra_data": b64(extra),
+                "audit_path": [b64(h) for h in path],
+            }
+        )
+
     async def checkpoint(_: Request) -> Response:
         return Response(
             service.read_checkpoint(),
@@ -324,6 +406,9 @@ def create_app(service: CTLogService) -> ASGIApp:
         Route(f"{PREFIX}/get-roots", get_roots, methods=["GET"]),
         Route(f"{PREFIX}/get-sth", get_sth, methods=["GET"]),
         Route(f"{PREFIX}/get-sth-consistency", get_sth_consistency, methods=["GET"]),
+        Route(f"{PREFIX}/get-entries", get_entries, methods=["GET"]),
+        Route(f"{PREFIX}/get-proof-by-hash", get_proof_by_hash, methods=["GET"]),
+        Route(f"{PREFIX}/get-entry-and-proof", get_entry_and_proof, methods=["GET"]),
         Route("/checkpoint", checkpoint, methods=["GET"]),
         Route("/tile/data/{rest:path}", data_tile, methods=["GET"]),
         Route("/tile/{rest:path}", hash_tile, methods=["GET"]),

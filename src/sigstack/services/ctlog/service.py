@@ -63,8 +63,8 @@ from sigstack.core.errors import (
 )
 from sigstack.core.pki import cert_der
 from sigstack.core.sct import SignedCertificateTimestamp, merkle_tree_leaf, sign_sct
-from sigstack.core.tiles import decode_bundle
-from sigstack.log.engine import Entry, TransparencyLog
+from sigstack.core.tiles import TILE_WIDTH, bundle_for, decode_bundle
+from sigstack.log.engine import LEAF_NAMESPACE, Entry, TransparencyLog
 from sigstack.log.storage import LogStorage
 from sigstack.services.ctlog.config import CTLogConfig
 from sigstack.services.ctlog.sthnote import (
@@ -78,6 +78,7 @@ from sigstack.services.ctlog.submission import (
     ValidatedChain,
     issuer_objects,
     tile_leaf,
+    tile_leaf_parts,
     timestamped_entry,
     validate_chain,
 )
@@ -99,6 +100,14 @@ class Accepted:
     """The RFC 6962 ``TimestampedEntry`` the SCT signs."""
     leaf: bytes
     """The Merkle leaf data (``MerkleTreeLeaf``); its hash is SHA-256(0x00 || leaf)."""
+
+
+MAX_GET_ENTRIES = 256
+"""Most entries one get-entries answer holds (clients page with start/end)."""
+
+
+def _u24(data: bytes) -> bytes:
+    return len(data).to_bytes(3, "big") + data
 
 
 def log_signer(config: CTLogConfig, timestamps: MillisClock) -> RFC6962NoteSigner:
@@ -136,6 +145,7 @@ class CTLogService:
         self._roots_der = tuple(cert_der(r) for r in config.roots)
         self._storage = storage
         self._stored_issuers: set[str] = set()  # keys known durable in this process
+        self._issuer_cache: dict[str, bytes] = {}
         self._closed = False
         self._sth_cache: tuple[bytes, SignedTreeHead] | None = None
 
@@ -217,6 +227,93 @@ class CTLogService:
         """RFC 6962 4.4: consistency proof between tree sizes ``first <= second``."""
         self._require_open()
         return self._log.consistency_proof(first, second)
+
+    def get_entries(self, start: int, end: int) -> list[tuple[bytes, bytes]]:
+        """RFC 6962 4.6: ``(leaf_input, extra_data)`` of entries ``start..end`` (inclusive).
+
+        At most ``MAX_GET_ENTRIES`` are returned (the RFC lets a log return fewer);
+        ``end`` past the tree is clamped to its last entry. Reads each entry bundle
+        once.
+        """
+        self._require_open()
+        size = self._log.checkpoint().size
+        if start < 0 or end < start:
+            raise InvalidRequest(f"start={start} and end={end} must satisfy 0 <= start <= end")
+        if start >= size:
+            raise InvalidRequest(f"start={start} is not below the tree size {size}")
+        end = min(end, size - 1, start + MAX_GET_ENTRIES - 1)
+        entries = []
+        for bundle in range(start // TILE_WIDTH, end // TILE_WIDTH + 1):
+            records = self._bundle(bundle, size)
+            first = max(start, bundle * TILE_WIDTH)
+            last = min(end, bundle * TILE_WIDTH + len(records) - 1)
+            for position in range(first, last + 1):
+                entries.append(
+                    self._rfc6962_entry(records[position - bundle * TILE_WIDTH], position)
+                )
+        return entries
+
+    def get_proof_by_hash(self, leaf_hash: bytes, tree_size: int) -> tuple[int, list[bytes]]:
+        """RFC 6962 4.5: the first position of ``leaf_hash`` in the tree of ``tree_size``
+        and its audit path."""
+        self._require_open()
+        if len(leaf_hash) != 32:
+            raise InvalidRequest("hash must be a 32-byte SHA-256 leaf hash")
+        size = self._log.checkpoint().size
+        if not 1 <= tree_size <= size:
+            raise InvalidRequest(f"tree_size={tree_size} is not between 1 and {size}")
+        positions = [p for p in self._log.lookup(LEAF_NAMESPACE, leaf_hash) if p < tree_size]
+        if not positions:
+            raise NotFound(f"no entry with that leaf hash in the tree of size {tree_size}")
+        return positions[0], self._log.inclusion_proof(positions[0], tree_size)
+
+    def get_entry_and_proof(
+        self, leaf_index: int, tree_size: int
+    ) -> tuple[bytes, bytes, list[bytes]]:
+        """RFC 6962 4.8: ``(leaf_input, extra_data, audit_path)`` of one entry."""
+        self._require_open()
+        size = self._log.checkpoint().size
+        if not 1 <= tree_size <= size or not 0 <= leaf_index < tree_size:
+            raise InvalidRequest(
+                f"need 0 <= leaf_index < tree_size <= {size} (got {leaf_index}, {tree_size})"
+            )
+        records = self._bundle(leaf_index // TILE_WIDTH, size)
+        leaf, extra = self._rfc6962_entry(records[leaf_index % TILE_WIDTH], leaf_index)
+        return leaf, extra, self._log.inclusion_proof(leaf_index, tree_size)
+
+    def _bundle(self, bundle: int, size: int) -> list[bytes]:
+        ref = bundle_for(bundle, size)
+        data = self._log.read(ref.path)
+        if data is None:
+            raise LogIntegrityError(ref.path, "entry bundle missing")
+        try:
+            return decode_bundle(data, ref.width)
+        except InvalidRequest as exc:
+            raise LogIntegrityError(ref.path, exc.message) from exc
+
+    def _rfc6962_entry(self, record: bytes, position: int) -> tuple[bytes, bytes]:
+        """``(leaf_input, extra_data)`` for a stored TileLeaf (RFC 6962 4.6)."""
+        try:
+            parts = tile_leaf_parts(record)
+        except VerificationError as exc:
+            raise LogIntegrityError(f"entry {position}", exc.message) from exc
+        chain = b"".join(_u24(self._issuer_der(fp, position)) for fp in parts.issuer_fingerprints)
+        if parts.precertificate is None:
+            extra = _u24(chain)  # certificate_chain
+        else:
+            extra = _u24(parts.precertificate) + _u24(chain)  # PrecertChainEntry
+        return merkle_tree_leaf(parts.timestamped_entry), extra
+
+    def _issuer_der(self, fingerprint: bytes, position: int) -> bytes:
+        key = f"issuer/{fingerprint.hex()}"
+        cached = self._issuer_cache.get(key)
+        if cached is not None:
+            return cached
+        der = self._storage.get(key) if self._storage is not None else None
+        if der is None:
+            raise LogIntegrityError(key, f"issuer certificate of entry {position} is missing")
+        self._issuer_cache[key] = der
+        return der
 
     # --- static-ct-api monitoring reads (c2sp.org/static-ct-api) --------------------------
 

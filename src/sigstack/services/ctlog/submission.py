@@ -345,6 +345,37 @@ def merkle_leaf_from_tile_leaf(record: bytes) -> bytes:
     return merkle_tree_leaf(record[:timestamped_end])
 
 
+@dataclass(frozen=True)
+class TileLeafParts:
+    """A stored ``TileLeaf`` taken apart."""
+
+    timestamped_entry: bytes
+    precertificate: bytes | None  # the precert's DER, for precert entries
+    issuer_fingerprints: tuple[bytes, ...]  # SHA-256 of each chain certificate, leaf's issuer first
+
+
+def tile_leaf_parts(record: bytes) -> TileLeafParts:
+    """Parse a stored ``TileLeaf`` (``VerificationError`` if malformed)."""
+    timestamped_end, end = _tile_leaf_bounds(record, 0)
+    if end != len(record):
+        raise VerificationError("TileLeaf has trailing bytes")
+    at = timestamped_end
+    precert = None
+    if int.from_bytes(record[8:10], "big") == 1:
+        length = int.from_bytes(record[at : at + 3], "big")
+        precert = record[at + 3 : at + 3 + length]
+        at += 3 + length
+    length = int.from_bytes(record[at : at + 2], "big")
+    fingerprints = record[at + 2 : at + 2 + length]
+    if length % 32:
+        raise VerificationError("TileLeaf issuer fingerprints are not 32-byte hashes")
+    return TileLeafParts(
+        record[:timestamped_end],
+        precert,
+        tuple(fingerprints[i : i + 32] for i in range(0, length, 32)),
+    )
+
+
 def split_tile_leaves(data: bytes) -> list[bytes]:
     """The ``TileLeaf`` records of a static-ct-api data tile (they are self-delimiting)."""
     records = []
