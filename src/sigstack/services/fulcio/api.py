@@ -11,8 +11,12 @@ Routes (served at the root of the origin: sigstore-python ignores a path prefix)
   200 ``{"signedCertificateEmbeddedSct": {"chain": {"certificates": [leaf, ..., root]}}}``
   with standard 64-column PEM strings.
 * ``GET /api/v2/trustBundle``, ``GET /api/v2/configuration``, ``GET /api/v1/rootCert``.
-* ``POST /api/v1/signingCert`` (legacy cosign v2 API): not implemented yet; answers 404
-  with a message pointing at the v2 route.
+* ``POST /api/v1/signingCert``: upstream's legacy API (cosign v2):
+  ``{"publicKey": {"content": base64 DER or PEM, "algorithm"}, "signedEmailAddress":
+  base64 signature over the email (else sub)}`` with the token as ``Authorization:
+  Bearer``; answers 201 with the PEM chain (leaf first) as
+  ``application/pem-certificate-chain``. The SCT is embedded in the certificate, so no
+  detached ``SCT`` header is sent.
 * ``GET /healthz``, ``GET /openapi.json``, ``GET /metrics`` (from ``services.http``).
 
 Errors are ``{"code", "message"}`` with the status of the ``SigstackError`` raised; the
@@ -32,15 +36,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from sigstack.core.encoding import b64decode
-from sigstack.core.errors import AuthenticationError, InvalidRequest, NotFound
+from sigstack.core.encoding import b64, b64decode
+from sigstack.core.errors import AuthenticationError, InvalidRequest
 from sigstack.services.fulcio.service import FulcioService, IssuedCertificate
 from sigstack.services.http import create_app as create_http_app
 from sigstack.services.http import (
     error_spec,
     json_response,
     openapi_document,
-    read_body,
     read_json,
 )
 
@@ -148,10 +151,26 @@ def create_app(service: FulcioService) -> ASGIApp:
         return _signing_cert_response(issued)
 
     async def legacy_signing_cert(request: Request) -> Response:
-        await read_body(request, limit)
-        raise NotFound(
-            "the legacy /api/v1/signingCert API is not implemented by this Fulcio; "
-            "use POST /api/v2/signingCert"
+        body = await read_json(request, limit)
+        if not isinstance(body, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+        token = _bearer(request)
+        if not token:
+            raise AuthenticationError(
+                "no OIDC identity token: send 'Authorization: Bearer <token>'"
+            )
+        public_key = _field(body, "publicKey", "public_key")
+        if not isinstance(public_key, dict):
+            raise InvalidRequest("publicKey must be an object {content, algorithm}")
+        content = _protojson_bytes(public_key.get("content"), "publicKey.content")
+        if not content.lstrip().startswith(b"-----BEGIN"):
+            content = b64(content).encode()  # DER: load_public_key takes base64 DER text
+        proof = _protojson_bytes(
+            _field(body, "signedEmailAddress", "signed_email_address"), "signedEmailAddress"
+        )
+        issued = await service.issue_from_public_key(token, content, proof)
+        return Response(
+            "".join(issued.pem_chain()), status_code=201, media_type=PEM_CHAIN_MEDIA_TYPE
         )
 
     async def trust_bundle(_: Request) -> Response:
@@ -309,8 +328,36 @@ OPENAPI: dict[str, Any] = openapi_document(
         },
         "/api/v1/signingCert": {
             "post": {
-                "summary": "Legacy API (not implemented)",
-                "responses": {"404": error_spec("not implemented")},
+                "summary": "Legacy signing certificate API (cosign v2)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["publicKey", "signedEmailAddress"],
+                                "properties": {
+                                    "publicKey": {
+                                        "type": "object",
+                                        "properties": {
+                                            "content": {"type": "string"},
+                                            "algorithm": {"type": "string"},
+                                        },
+                                    },
+                                    "signedEmailAddress": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "PEM chain, leaf first (SCT embedded)",
+                        "content": {PEM_CHAIN_MEDIA_TYPE: {"schema": {"type": "string"}}},
+                    },
+                    "400": error_spec("malformed request, key or proof of possession"),
+                    "401": error_spec("missing or invalid identity token"),
+                },
             }
         },
     },

@@ -289,10 +289,54 @@ def test_read_endpoints(kit: Kit, client: Client) -> None:
     assert x509.load_pem_x509_certificates(root.content) == [kit.ca.intermediate, kit.ca.root]
 
 
-def test_legacy_v1_signing_cert_is_a_clear_404(kit: Kit, client: Client) -> None:
-    resp = client.post("/api/v1/signingCert", json={"publicKey": {}, "signedEmailAddress": "x"})
-    assert resp.status_code == 404
-    assert "/api/v2/signingCert" in resp.json()["message"]
+def _legacy_body(key: Any, proof: bytes, *, pem: bool = False) -> dict[str, Any]:
+    """What cosign v2 sends to /api/v1/signingCert (protojson bytes are base64)."""
+    encoding = serialization.Encoding.PEM if pem else serialization.Encoding.DER
+    content = key.public_key().public_bytes(
+        encoding, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {
+        "publicKey": {"content": base64.b64encode(content).decode(), "algorithm": "ecdsa"},
+        "signedEmailAddress": base64.b64encode(proof).decode(),
+    }
+
+
+@pytest.mark.parametrize("pem", [False, True])
+def test_legacy_v1_signing_cert_issues_a_pem_chain(kit: Kit, client: Client, pem: bool) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    resp = client.post(
+        "/api/v1/signingCert",
+        json=_legacy_body(key, sign(key, b"alice@example.com"), pem=pem),
+        headers={"Authorization": f"Bearer {kit.email_token()}"},
+    )
+    assert resp.status_code == 201, resp.text
+    assert resp.headers["content-type"].startswith("application/pem-certificate-chain")
+    certs = x509.load_pem_x509_certificates(resp.content)
+    assert certs[1:] == [kit.ca.intermediate, kit.ca.root]
+    assert certs[0].public_key() == key.public_key()
+    certs[0].extensions.get_extension_for_class(x509.PrecertificateSignedCertificateTimestamps)
+
+
+def test_legacy_v1_refuses_a_proof_over_another_identity(kit: Kit, client: Client) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    resp = client.post(
+        "/api/v1/signingCert",
+        json=_legacy_body(key, sign(key, b"mallory@example.com")),
+        headers={"Authorization": f"Bearer {kit.email_token()}"},
+    )
+    assert resp.status_code == 400 and "proof of possession" in resp.json()["message"]
+
+
+def test_legacy_v1_needs_a_bearer_token(client: Client) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    resp = client.post("/api/v1/signingCert", json=_legacy_body(key, sign(key, b"x")))
+    assert resp.status_code == 401
+
+
+def test_legacy_v1_malformed_body_is_400(kit: Kit, client: Client) -> None:
+    headers = {"Authorization": f"Bearer {kit.email_token()}"}
+    for body in ({"publicKey": {}, "signedEmailAddress": "eA=="}, {"publicKey": "x"}, [1]):
+        assert client.post("/api/v1/signingCert", json=body, headers=headers).status_code == 400
 
 
 def test_health_and_openapi(client: Client) -> None:
@@ -316,8 +360,10 @@ def test_openapi_errors_use_the_shared_error_schema(client: Client) -> None:
     for code in ("400", "401", "413", "502", "503"):
         schema = responses[code]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/Error"}
-    legacy = doc["paths"]["/api/v1/signingCert"]["post"]["responses"]["404"]
-    assert legacy["description"] == "not implemented"
+    legacy = doc["paths"]["/api/v1/signingCert"]["post"]["responses"]
+    assert legacy["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
 
 
 def test_whitespace_in_protojson_base64_is_tolerated_but_garbage_is_not(
