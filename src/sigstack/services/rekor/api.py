@@ -1,11 +1,15 @@
-"""Rekor v2 HTTP API: the rekor-tiles write path and the C2SP tlog-tiles read path.
+"""Rekor HTTP API: Rekor v2 (rekor-tiles) and, when configured, Rekor v1 at one base URL.
 
-Routes (base URL = the tlog ``baseUrl`` in the trusted root):
+Rekor v2 routes (base URL = the tlog ``baseUrl`` in the trusted root):
 
 * ``POST /api/v2/log/entries`` -> 201 ``TransparencyLogEntry`` (proto-JSON)
 * ``GET /api/v2/checkpoint`` -> the signed checkpoint (``Cache-Control: no-cache``)
 * ``GET /api/v2/tile/{L}/{N}[.p/{W}]`` and ``/api/v2/tile/entries/{N}[.p/{W}]`` ->
   tiles and entry bundles, immutable (only what a checkpoint covers is served).
+
+Rekor v1 routes (``/api/v1/...``, upstream Rekor's API on its own log) are listed in
+:mod:`sigstack.services.rekor.v1_api`. ``/healthz`` fails unless every configured
+log accepts entries; ``/openapi.json`` documents every route served.
 """
 
 from __future__ import annotations
@@ -27,21 +31,28 @@ from sigstack.services.http import (
     read_body,
 )
 from sigstack.services.rekor.service import RekorService
+from sigstack.services.rekor.v1 import RekorV1Service
+from sigstack.services.rekor.v1_api import OPENAPI_PATHS as V1_OPENAPI_PATHS
+from sigstack.services.rekor.v1_api import v1_routes
 
 MAX_ENTRY_BYTES = 128 * 1024
 
 OPENAPI_PATHS = {
     "/api/v2/log/entries": {
         "post": {
-            "summary": "Add a hashedrekord entry; answers once it is integrated",
+            "summary": "Add a hashedrekord or dsse entry; answers once it is integrated",
             "requestBody": {
                 "required": True,
                 "content": {
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "description": "dev.sigstore.rekor.v2.CreateEntryRequest (proto-JSON)",
-                            "properties": {"hashedRekordRequestV002": {"type": "object"}},
+                            "description": "dev.sigstore.rekor.v2.CreateEntryRequest (proto-JSON): "
+                            "exactly one of hashedRekordRequestV002, dsseRequestV002",
+                            "properties": {
+                                "hashedRekordRequestV002": {"type": "object"},
+                                "dsseRequestV002": {"type": "object"},
+                            },
                         }
                     }
                 },
@@ -84,9 +95,17 @@ OPENAPI = openapi_document(
     OPENAPI_PATHS,
 )
 
+OPENAPI_WITH_V1 = openapi_document(
+    "sigstack Rekor",
+    "Signature transparency logs on the sigstack log engine: Rekor v2 (rekor-tiles API, "
+    "/api/v2) and Rekor v1 (upstream Rekor API, /api/v1, its own log and key).",
+    {**OPENAPI_PATHS, **V1_OPENAPI_PATHS},
+)
 
-def create_rekor_app(service: RekorService) -> ASGIApp:
-    """The Rekor v2 ASGI app."""
+
+def create_rekor_app(v2: RekorService, v1: RekorV1Service | None = None) -> ASGIApp:
+    """The Rekor ASGI app: Rekor v2, plus Rekor v1 at the same base URL when ``v1`` is given."""
+    service = v2
 
     async def create_entry(request: Request) -> Response:
         body = await read_body(request, MAX_ENTRY_BYTES)
@@ -109,14 +128,19 @@ def create_rekor_app(service: RekorService) -> ASGIApp:
 
     async def health() -> None:
         service.transparency_log.check_accepting()
+        if v1 is not None:
+            v1.transparency_log.check_accepting()
 
+    routes = [
+        Route("/api/v2/log/entries", create_entry, methods=["POST"]),
+        Route("/api/v2/checkpoint", checkpoint, methods=["GET"]),
+        Route("/api/v2/tile/{path:path}", tile, methods=["GET"]),
+    ]
+    if v1 is not None:
+        routes.extend(v1_routes(v1))
     return create_app(
         "rekor",
-        [
-            Route("/api/v2/log/entries", create_entry, methods=["POST"]),
-            Route("/api/v2/checkpoint", checkpoint, methods=["GET"]),
-            Route("/api/v2/tile/{path:path}", tile, methods=["GET"]),
-        ],
-        openapi=OPENAPI,
+        routes,
+        openapi=OPENAPI if v1 is None else OPENAPI_WITH_V1,
         health=health,
     )

@@ -1,40 +1,56 @@
 """Rekor v2 (rekor-tiles) domain logic: validate an entry, log it, answer with a proof.
 
-``create_entry`` accepts a ``CreateEntryRequest`` carrying ``hashedRekordRequestV002``
-(proto-JSON, camelCase or snake_case names), and guarantees that it only logs an
-entry whose signature verifies over the digest with the key in the request, and
-that its answer is a ``TransparencyLogEntry`` the clients accept: ``logIndex``,
-``treeSize`` and ``integratedTime`` as strings, ``integratedTime`` "0" (v2 entries
-carry no signed integration time; a nonzero one makes cosign demand a SET), the
-inclusion proof against a checkpoint that is durable and signed, and the
-canonicalized body (RFC 8785 JSON of the proto-JSON ``Entry``) whose leaf hash the
-proof starts from.
+``create_entry`` accepts a ``CreateEntryRequest`` (proto-JSON, camelCase or
+snake_case names) carrying either
+
+* ``hashedRekordRequestV002``: logged only if its signature verifies over the
+  digest with the key in the request (sigstore-python 4.5 and sigstore-go also
+  send DSSE this way, as a hashedrekord over the digest of the envelope's PAE); or
+* ``dsseRequestV002`` (sigstore-js 5, cosign <= 3.0): logged only if EVERY
+  envelope signature verifies over the DSSE PAE under one of the verifiers
+  (each verifier's ``keyDetails`` must match its key and names the hash) and
+  every verifier verifies one; at most 10 signatures and 10 verifiers, no
+  duplicate verifier. The entry stored is rekor-tiles' ``dsse`` 0.0.2:
+  ``spec.dsseV002{payloadHash: SHA2_256 of the payload, signatures: [{content,
+  verifier}]}`` with signatures sorted by their raw bytes, each with the verifier
+  (as sent) that verified it.
+
+It guarantees that its answer is a ``TransparencyLogEntry`` the clients accept:
+``logIndex``, ``treeSize`` and ``integratedTime`` as strings, ``integratedTime``
+"0" (v2 entries carry no signed integration time; a nonzero one makes cosign
+demand a SET), ``kindVersion`` naming the stored kind (``hashedrekord`` or
+``dsse``, version 0.0.2), the inclusion proof against a checkpoint that is
+durable and signed, and the canonicalized body (RFC 8785 JSON of the proto-JSON
+``Entry``) whose leaf hash the proof starts from.
 
 An entry identical to one already logged is not logged again: the answer carries
 the index it already has (with a proof against the current checkpoint).
-
-DSSE entries: sigstore-python 4.5 and sigstore-go send DSSE as a hashedrekord over
-SHA-256(PAE), which this accepts. ``dsseRequestV002`` (sigstore-js 5, cosign <= 3.0)
-is refused with a clear message until the entry kind is added.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
 import rfc8785
 from pydantic import ValidationError
+from sigstore_models.rekor.v2.dsse import DSSERequestV002
 from sigstore_models.rekor.v2.entry import CreateEntryRequest
+from sigstore_models.rekor.v2.hashedrekord import HashedRekordRequestV002
+from sigstore_models.rekor.v2.verifier import Verifier
 
 from sigstack.core import keys, pki
 from sigstack.core.encoding import b64
 from sigstack.core.errors import ConfigError, InvalidRequest, NotFound, VerificationError
 from sigstack.log.engine import Entry, TransparencyLog
+from sigstack.services.rekor import dsse
 
 log = logging.getLogger("sigstack.rekor")
 
 ENTRY_API_VERSION = "0.0.2"
+HASHEDREKORD = "hashedrekord"
+DSSE = "dsse"
 _HASH_NAMES = {"sha256": "SHA2_256", "sha384": "SHA2_384", "sha512": "SHA2_512"}
 
 
@@ -53,13 +69,13 @@ class RekorService:
 
     async def create_entry(self, raw_body: bytes) -> dict[str, Any]:
         """Validate, log and answer a ``CreateEntryRequest`` (see the module docstring)."""
-        canonical = self.canonical_entry(raw_body)
+        kind, canonical = self.canonical_entry(raw_body)
         result = await self._log.add(Entry(leaf=canonical, dedup=True))
         cp = result.checkpoint
         return {
             "logIndex": str(result.index),
             "logId": {"keyId": b64(self._log_id)},
-            "kindVersion": {"kind": "hashedrekord", "version": ENTRY_API_VERSION},
+            "kindVersion": {"kind": kind, "version": ENTRY_API_VERSION},
             "integratedTime": "0",
             "inclusionProof": {
                 "logIndex": str(result.index),
@@ -71,8 +87,8 @@ class RekorService:
             "canonicalizedBody": b64(canonical),
         }
 
-    def canonical_entry(self, raw_body: bytes) -> bytes:
-        """The RFC 8785 bytes of the log entry for a valid request, or a 400-class error."""
+    def canonical_entry(self, raw_body: bytes) -> tuple[str, bytes]:
+        """``(kind, RFC 8785 bytes of the log entry)`` for a valid request, or a 400-class error."""
         try:
             request = CreateEntryRequest.model_validate_json(raw_body)
         except ValidationError as exc:
@@ -82,54 +98,10 @@ class RekorService:
                 f"invalid CreateEntryRequest at {where}: {first.get('msg')}"
             ) from exc
         if request.dsse_request_v002 is not None:
-            raise InvalidRequest(
-                "dsseRequestV002 entries are not supported yet; upload DSSE as a "
-                "hashedRekordRequestV002 over the digest of the envelope's PAE"
-            )
+            return DSSE, rfc8785.dumps(_dsse_entry(request.dsse_request_v002))
         hr = request.hashed_rekord_request_v002
         assert hr is not None  # the model guarantees exactly one request kind
-        if not hr.signature.content:
-            raise InvalidRequest("signature.content is empty")
-        verifier = hr.signature.verifier
-        details = verifier.key_details.value
-        if verifier.x509_certificate is not None:
-            der = verifier.x509_certificate.raw_bytes
-            try:
-                cert = pki.load_der_certificate(der, what="verifier certificate")
-                public_key = keys.require_supported(cert.public_key())
-            except VerificationError as exc:
-                raise InvalidRequest(exc.message) from exc
-            verifier_json: dict[str, Any] = {"x509Certificate": {"rawBytes": b64(der)}}
-        else:
-            assert verifier.public_key is not None
-            try:
-                public_key = keys.load_spki(verifier.public_key.raw_bytes)
-            except VerificationError as exc:
-                raise InvalidRequest(f"verifier public key: {exc.message}") from exc
-            verifier_json = {"publicKey": {"rawBytes": b64(keys.spki_der(public_key))}}
-        verifier_json["keyDetails"] = details
-        try:
-            keys.check_key_details(public_key, details)
-        except VerificationError as exc:
-            raise InvalidRequest(exc.message) from exc
-        algorithm = keys.hash_for_key(public_key)
-        if algorithm is None:
-            raise InvalidRequest(
-                "Ed25519 keys cannot sign a prehashed digest; hashedrekord needs ECDSA or RSA"
-            )
-        # verify_prehashed checks the digest length against the key's hash first.
-        keys.verify_prehashed(public_key, hr.signature.content, hr.digest, algorithm)
-        entry: dict[str, Any] = {
-            "apiVersion": ENTRY_API_VERSION,
-            "kind": "hashedrekord",
-            "spec": {
-                "hashedRekordV002": {
-                    "data": {"algorithm": _HASH_NAMES[algorithm.name], "digest": b64(hr.digest)},
-                    "signature": {"content": b64(hr.signature.content), "verifier": verifier_json},
-                }
-            },
-        }
-        return rfc8785.dumps(entry)
+        return HASHEDREKORD, rfc8785.dumps(_hashedrekord_entry(hr))
 
     def checkpoint(self) -> bytes:
         """The latest signed checkpoint (C2SP signed note)."""
@@ -142,3 +114,106 @@ class RekorService:
         if data is None:
             raise NotFound(f"{key} does not exist (yet)")
         return data
+
+
+def _verifier(verifier: Verifier, where: str) -> tuple[keys.PublicKey, dict[str, Any]]:
+    """The key of a request's verifier (checked against its ``keyDetails``) and its JSON."""
+    details = verifier.key_details.value
+    if verifier.x509_certificate is not None:
+        der = verifier.x509_certificate.raw_bytes
+        try:
+            cert = pki.load_der_certificate(der, what=f"{where} certificate")
+            public_key = keys.require_supported(cert.public_key())
+        except VerificationError as exc:
+            raise InvalidRequest(exc.message) from exc
+        except ValueError as exc:  # an unsupported key algorithm in a valid certificate
+            raise InvalidRequest(f"{where} certificate: unsupported public key ({exc})") from exc
+        verifier_json: dict[str, Any] = {"x509Certificate": {"rawBytes": b64(der)}}
+    else:
+        assert verifier.public_key is not None
+        try:
+            public_key = keys.load_spki(verifier.public_key.raw_bytes)
+        except VerificationError as exc:
+            raise InvalidRequest(f"{where} public key: {exc.message}") from exc
+        verifier_json = {"publicKey": {"rawBytes": b64(keys.spki_der(public_key))}}
+    verifier_json["keyDetails"] = details
+    try:
+        keys.check_key_details(public_key, details)
+    except VerificationError as exc:
+        raise InvalidRequest(f"{where}: {exc.message}") from exc
+    return public_key, verifier_json
+
+
+def _hashedrekord_entry(hr: HashedRekordRequestV002) -> dict[str, Any]:
+    if not hr.signature.content:
+        raise InvalidRequest("signature.content is empty")
+    public_key, verifier_json = _verifier(hr.signature.verifier, "verifier")
+    algorithm = keys.hash_for_key(public_key)
+    if algorithm is None:
+        raise InvalidRequest(
+            "Ed25519 keys cannot sign a prehashed digest; hashedrekord needs ECDSA or RSA"
+        )
+    # verify_prehashed checks the digest length against the key's hash first.
+    keys.verify_prehashed(public_key, hr.signature.content, hr.digest, algorithm)
+    return {
+        "apiVersion": ENTRY_API_VERSION,
+        "kind": HASHEDREKORD,
+        "spec": {
+            "hashedRekordV002": {
+                "data": {"algorithm": _HASH_NAMES[algorithm.name], "digest": b64(hr.digest)},
+                "signature": {"content": b64(hr.signature.content), "verifier": verifier_json},
+            }
+        },
+    }
+
+
+def _dsse_entry(request: DSSERequestV002) -> dict[str, Any]:
+    envelope = request.envelope
+    if not request.verifiers:
+        raise InvalidRequest("dsseRequestV002.verifiers is empty")
+    if len(request.verifiers) > dsse.MAX_VERIFIERS:
+        raise InvalidRequest(
+            f"{len(request.verifiers)} verifiers were given; at most {dsse.MAX_VERIFIERS} "
+            "are accepted"
+        )
+    seen: set[bytes] = set()
+    parsed = []
+    for i, verifier in enumerate(request.verifiers):
+        raw = (
+            verifier.x509_certificate.raw_bytes
+            if verifier.x509_certificate is not None
+            else verifier.public_key.raw_bytes
+            if verifier.public_key is not None
+            else b""
+        )
+        if not raw:
+            raise InvalidRequest(f"verifiers[{i}] has no key or certificate bytes")
+        if raw in seen:
+            raise InvalidRequest(f"verifiers[{i}] duplicates an earlier verifier")
+        seen.add(raw)
+        parsed.append(_verifier(verifier, f"verifiers[{i}]"))
+    signatures = [s.sig for s in envelope.signatures]
+    owners = dsse.match_signatures(
+        dsse.pae(envelope.payload_type, envelope.payload),
+        signatures,
+        [dsse.verify_v2(public_key) for public_key, _ in parsed],
+    )
+    by_sig: dict[bytes, dict[str, Any]] = {}
+    for signature, owner in zip(signatures, owners, strict=True):
+        by_sig.setdefault(signature, parsed[owner][1])
+    return {
+        "apiVersion": ENTRY_API_VERSION,
+        "kind": DSSE,
+        "spec": {
+            "dsseV002": {
+                "payloadHash": {
+                    "algorithm": "SHA2_256",
+                    "digest": b64(hashlib.sha256(envelope.payload).digest()),
+                },
+                "signatures": [
+                    {"content": b64(signature), "verifier": by_sig[signature]}
+                    for signature in sorted(by_sig)
+                ],
+            }
+        },
+    }

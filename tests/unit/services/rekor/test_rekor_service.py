@@ -203,7 +203,8 @@ def test_key_details_must_match_the_key(service: RekorService) -> None:
         _add(service, _request(key, details="PKIX_ECDSA_P384_SHA_384"))
 
 
-def test_dsse_request_is_refused_with_guidance(service: RekorService) -> None:
+def test_dsse_request_without_signatures_is_refused(service: RekorService) -> None:
+    """dsseRequestV002 is accepted (test_rekor_v2_dsse.py), but never without signatures."""
     body = json.dumps(
         {
             "dsseRequestV002": {
