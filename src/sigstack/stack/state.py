@@ -66,6 +66,7 @@ KEY_ALGORITHMS: dict[str, str] = {
     "fulcio-intermediate": "ecdsa-p384",
     "ctlog": "ecdsa-p256",
     "rekor": "ed25519",
+    "rekor-v1": "ecdsa-p256",
     "tsa-root": "ecdsa-p384",
     "tsa-signer": "ecdsa-p256",
     "tuf-root": "ed25519",
@@ -74,7 +75,13 @@ KEY_ALGORITHMS: dict[str, str] = {
     "tuf-timestamp": "ed25519",
 }
 CERT_NAMES = ("fulcio-root", "fulcio-intermediate", "tsa-root", "tsa-signer")
-LOG_NAMES = ("rekor", "ctlog")
+LOG_NAMES = ("rekor", "ctlog", "rekor-v1")
+
+# Pieces added after the first release: a state created before them lacks them, and
+# ``bootstrap.upgrade`` adds them (it never touches anything that exists). Everything
+# else must be in every manifest.
+ADDED_KEYS = frozenset({"rekor-v1"})
+ADDED_LOGS = frozenset({"rekor-v1"})
 
 _SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
 
@@ -184,22 +191,31 @@ class Manifest:
             ) from exc
         if manifest.passphrase not in ("generated", "external"):
             raise StateError(path, f"unknown passphrase mode {manifest.passphrase!r}")
-        _check_records(
-            path, "keys", manifest.keys, KEY_ALGORITHMS, ("file", "algorithm", "spki_sha256")
-        )
+        key_fields = ("file", "algorithm", "spki_sha256")
+        _check_records(path, "keys", manifest.keys, KEY_ALGORITHMS, key_fields, ADDED_KEYS)
         _check_records(path, "certs", manifest.certs, CERT_NAMES, ("file", "sha256"))
-        _check_records(path, "logs", manifest.logs, LOG_NAMES, ("origin",))
+        _check_records(path, "logs", manifest.logs, LOG_NAMES, ("origin",), ADDED_LOGS)
         return manifest
 
 
 def _check_records(
-    path: Path, section: str, records: object, names: Iterable[str], fields: Iterable[str]
+    path: Path,
+    section: str,
+    records: object,
+    names: Iterable[str],
+    fields: Iterable[str],
+    optional: frozenset[str] = frozenset(),
 ) -> None:
-    """Raise unless ``records[name][field]`` is a string for every name and field."""
+    """Raise unless ``records[name][field]`` is a string for every name and field.
+
+    Names in ``optional`` may be absent (added by an upgrade), but are checked if present.
+    """
     if not isinstance(records, dict):
         raise StateError(path, f"manifest section {section!r} is not an object")
     for name in names:
         record = records.get(name)
+        if record is None and name in optional:
+            continue
         if not isinstance(record, dict):
             raise StateError(path, f"manifest does not record {section}.{name}")
         for f in fields:
@@ -304,6 +320,26 @@ class Keystore:
         self._secret = secret
         self._source = source
 
+    def record(self, name: str, key: PrivateKey) -> dict[str, str]:
+        """The manifest record of ``key`` stored as ``keys/<name>.pem``."""
+        return {
+            "file": str(self._state.key_path(name).relative_to(self._state.root)),
+            "algorithm": _algorithm_of(key),
+            "spki_sha256": spki_sha256(key.public_key()).hex(),
+        }
+
+    def load_unrecorded(self, name: str, algorithm: str) -> PrivateKey:
+        """Load a key file no manifest records yet (left by an interrupted upgrade).
+
+        It must decrypt with this stack's secret and be of ``algorithm``; there is no
+        fingerprint to check it against, which is why only never-published keys (an
+        upgrade's, before its manifest commit) are ever loaded this way.
+        """
+        key = self._decrypt(name)
+        if _algorithm_of(key) != algorithm:
+            raise StateError(self._state.key_path(name), f"is not an {algorithm} key; remove it")
+        return key
+
     def write(self, name: str, key: PrivateKey) -> dict[str, str]:
         """Store ``key`` as ``keys/<name>.pem`` (exclusive create); return its manifest record."""
         make_dirs(self._state.keys_dir, 0o700)
@@ -312,16 +348,25 @@ class Keystore:
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(self._secret),
         )
-        path = self._state.key_path(name)
-        atomic_write(path, pem, 0o600, exclusive=True)
-        return {
-            "file": str(path.relative_to(self._state.root)),
-            "algorithm": _algorithm_of(key),
-            "spki_sha256": spki_sha256(key.public_key()).hex(),
-        }
+        atomic_write(self._state.key_path(name), pem, 0o600, exclusive=True)
+        return self.record(name, key)
 
     def load(self, name: str, record: dict[str, str]) -> PrivateKey:
         """Load, decrypt and check ``keys/<name>.pem`` against its manifest record."""
+        path = self._state.key_path(name)
+        key = self._decrypt(name)
+        if _algorithm_of(key) != record.get("algorithm"):
+            raise StateError(path, f"is not the {record.get('algorithm')} key recorded at init")
+        if spki_sha256(key.public_key()).hex() != record.get("spki_sha256"):
+            raise StateError(
+                path,
+                "does not match the key recorded at init (its fingerprint differs): the key "
+                "was replaced. sigstack never replaces trust material; restore the original "
+                "file from a backup",
+            )
+        return key
+
+    def _decrypt(self, name: str) -> PrivateKey:
         path = self._state.key_path(name)
         data = read_file(path, what=f"{name} private key")
         _check_private_mode(path)
@@ -335,15 +380,6 @@ class Keystore:
             ) from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
             raise StateError(path, f"holds an unsupported key type {type(key).__name__}")
-        if _algorithm_of(key) != record.get("algorithm"):
-            raise StateError(path, f"is not the {record.get('algorithm')} key recorded at init")
-        if spki_sha256(key.public_key()).hex() != record.get("spki_sha256"):
-            raise StateError(
-                path,
-                "does not match the key recorded at init (its fingerprint differs): the key "
-                "was replaced. sigstack never replaces trust material; restore the original "
-                "file from a backup",
-            )
         return key
 
 

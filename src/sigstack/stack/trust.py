@@ -52,6 +52,8 @@ class TrustInputs:
     ctlog_key: PublicKey
     rekor_key: ed25519.Ed25519PublicKey
     rekor_origin: str
+    rekor_v1_key: PublicKey  # ECDSA P-256: Rekor v1 checkpoints and SETs
+    rekor_v1_created: dt.datetime
     tsa_chain: Sequence[x509.Certificate]  # signer first, root last
 
 
@@ -82,7 +84,19 @@ def trusted_root(inp: TrustInputs) -> dict[str, Any]:
                 },
                 "logId": rekor_id,
                 "checkpointKeyId": rekor_id,
-            }
+            },
+            {
+                # Rekor v1 at the same URL: a separate log with its own key; clients
+                # pick the key by the entry's log ID.
+                "baseUrl": inp.endpoints.url("rekor"),
+                "hashAlgorithm": "SHA2_256",
+                "publicKey": {
+                    "rawBytes": b64(spki_der(inp.rekor_v1_key)),
+                    "keyDetails": key_details(inp.rekor_v1_key),
+                    "validFor": {"start": rfc3339(inp.rekor_v1_created)},
+                },
+                "logId": {"keyId": b64(spki_sha256(inp.rekor_v1_key))},
+            },
         ],
         "certificateAuthorities": [_authority(inp.fulcio_chain, inp.endpoints.url("fulcio"))],
         "ctlogs": [
@@ -120,7 +134,12 @@ def signing_config(inp: TrustInputs) -> dict[str, Any]:
         # Fulcio's API is v2 on the wire but its service version is 1 (interop.md 2).
         "caUrls": [service(ep.url("fulcio"), 1)],
         "oidcUrls": [service(ep.url("oidc"), 1)],
-        "rekorTlogUrls": [service(ep.url("rekor"), 2)],
+        # Both Rekor APIs at one URL: each client takes the highest version it knows
+        # (sigstore-python: v2 unless --rekor-version 1; cosign v2: v1). sigstore-js's
+        # signing-config builder takes the most recent start date instead, so both
+        # entries share the stack's (a log added by an upgrade must not outrank v2);
+        # the trusted root keeps each key's true validFor for verification.
+        "rekorTlogUrls": [service(ep.url("rekor"), 2), service(ep.url("rekor"), 1)],
         "tsaUrls": [service(ep.tsa_url, 1)],
         "rekorTlogConfig": {"selector": "ANY"},
         "tsaConfig": {"selector": "ANY"},

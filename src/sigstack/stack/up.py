@@ -70,6 +70,8 @@ from sigstack.services.oidc import OIDCConfig, OIDCIssuer
 from sigstack.services.oidc import create_app as oidc_app
 from sigstack.services.rekor.api import create_rekor_app
 from sigstack.services.rekor.service import RekorService
+from sigstack.services.rekor.v1 import RekorV1Service
+from sigstack.services.rekor.v1 import index_keys as rekor_v1_index_keys
 from sigstack.services.tsa import TimestampAuthority, TSAConfig
 from sigstack.services.tsa.api import create_app as tsa_app
 from sigstack.services.tuf import TufRepository
@@ -276,6 +278,19 @@ async def open_services(
         )
         await asyncio.to_thread(rekor_log.open)
         opened.push_async_callback(asyncio.to_thread, rekor_log.close)
+        rekor_v1_signer = material.rekor_v1_signer()
+        rekor_v1_log = TransparencyLog(
+            FilesystemStorage(state.log_dir("rekor-v1")),
+            rekor_v1_signer,
+            material.log_origin("rekor-v1"),
+            verifier=rekor_v1_signer.verifier(),
+            index_keys=rekor_v1_index_keys,
+        )
+        await asyncio.to_thread(rekor_v1_log.open)
+        opened.push_async_callback(asyncio.to_thread, rekor_v1_log.close)
+        rekor_v1 = RekorV1Service(
+            rekor_v1_log, material.ecdsa("rekor-v1"), material.rekor_v1_tree_id()
+        )
         # Fulcio's app closes its CT client when it shuts down (the client opens lazily).
         ct_submitter = HttpCTSubmitter(
             endpoints.url("ctlog"), ctlog_config.public_key, timeout=fulcio_config.fetch_timeout
@@ -291,7 +306,9 @@ async def open_services(
             "oidc": oidc_app(issuer),
             "ctlog": ctlog_app(ctlog),
             "fulcio": fulcio_app(fulcio),
-            "rekor": create_rekor_app(RekorService(rekor_log, rekor_signer.verifier().key_id)),
+            "rekor": create_rekor_app(
+                RekorService(rekor_log, rekor_signer.verifier().key_id), rekor_v1
+            ),
             "tsa": tsa_app(tsa),
             "tuf": tuf_app(repo),
         }

@@ -67,6 +67,32 @@ def initialized(tmp_path: Path) -> Path:
     return data
 
 
+def test_new_rekor_logs_start_with_a_genesis_entry(initialized: Path) -> None:
+    """No client entry sits at index 0 (sigstore-js drops logIndex 0 from bundles)."""
+    import base64
+
+    from sigstack.core.clock import parse_rfc3339
+    from sigstack.core.tiles import decode_bundle
+    from sigstack.stack import genesis
+
+    manifest = json.loads((initialized / "sigstack.json").read_text())
+    for name in ("rekor", "rekor-v1"):
+        log_dir = initialized / "logs" / name
+        assert (log_dir / "checkpoint").read_text().split("\n")[1] == "1"
+        (record,) = decode_bundle((log_dir / "tile" / "entries" / "000.p" / "1").read_bytes())
+        record_doc = manifest["logs"][name]
+        created = parse_rfc3339(record_doc.get("created", manifest["created"]))
+        digest = hashlib.sha256(genesis.statement(record_doc["origin"], created)).digest()
+        if name == "rekor":
+            data = json.loads(record)["spec"]["hashedRekordV002"]["data"]
+            assert data == {"algorithm": "SHA2_256", "digest": base64.b64encode(digest).decode()}
+        else:
+            body = json.loads(base64.b64decode(json.loads(record)["body"]))
+            assert body["kind"] == "hashedrekord"
+            assert body["spec"]["data"]["hash"] == {"algorithm": "sha256", "value": digest.hex()}
+    assert (initialized / "logs" / "ctlog" / "checkpoint").read_text().split("\n")[1] == "0"
+
+
 def test_first_run_creates_a_complete_private_state(initialized: Path) -> None:
     sd = StateDir(initialized)
     assert sd.is_initialized()
@@ -81,11 +107,15 @@ def test_first_run_creates_a_complete_private_state(initialized: Path) -> None:
     ClientTrustConfig.model_validate_json((sd.client_dir / "trust_config.json").read_bytes())
     targets = {p.name.split(".", 1)[1]: p for p in (sd.tuf_dir / "targets").iterdir()}
     root = TrustedRoot.model_validate_json(targets["trusted_root.json"].read_bytes())
-    assert len(root.tlogs) == len(root.ctlogs) == 1
+    assert [t.public_key.key_details.value for t in root.tlogs] == [
+        "PKIX_ED25519",  # Rekor v2
+        "PKIX_ECDSA_P256_SHA_256",  # Rekor v1
+    ]
+    assert len(root.ctlogs) == 1
     assert len(root.certificate_authorities[0].cert_chain.certificates) == 2
     assert len(root.timestamp_authorities[0].cert_chain.certificates) == 2
     config = SigningConfig.model_validate_json(targets["signing_config.v0.2.json"].read_bytes())
-    assert [s.major_api_version for s in config.rekor_tlog_urls] == [2]
+    assert [s.major_api_version for s in config.rekor_tlog_urls] == [2, 1]
     env = (sd.client_dir / "sigstack.env").read_text()
     for name in (
         "TUF_MIRROR",
@@ -190,8 +220,9 @@ def test_corrupt_manifest_names_the_file(initialized: Path) -> None:
 
 def test_tampered_log_checkpoint_refuses_to_open(initialized: Path) -> None:
     path = initialized / "logs" / "rekor" / "checkpoint"
-    text = path.read_text()
-    path.write_text(text.replace("\n0\n", "\n1\n", 1))
+    lines = path.read_text().split("\n")
+    lines[1] = str(int(lines[1]) + 1)  # claim one more entry than was signed
+    path.write_text("\n".join(lines))
     with pytest.raises(LogIntegrityError):
         _load(initialized)
 
@@ -336,3 +367,59 @@ def test_failed_start_releases_ports_and_logs(initialized: Path) -> None:
     )
     tlog.open()  # the writer lock was released
     tlog.close()
+
+
+def _as_before_rekor_v1(data: Path) -> None:
+    """Make a state look like one created before the Rekor v1 log existed."""
+    sd = StateDir(data)
+    manifest = json.loads(sd.manifest_path.read_text())
+    del manifest["keys"]["rekor-v1"]
+    del manifest["logs"]["rekor-v1"]
+    sd.manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    sd.key_path("rekor-v1").unlink()
+    for path in sorted(sd.log_dir("rekor-v1").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    sd.log_dir("rekor-v1").rmdir()
+
+
+def test_upgrade_adds_the_rekor_v1_log_and_keeps_everything_else(initialized: Path) -> None:
+    _as_before_rekor_v1(initialized)
+    sd = StateDir(initialized)
+    keys_before = {p.name: p.read_bytes() for p in sd.keys_dir.iterdir()}
+    certs_before = {p.name: p.read_bytes() for p in sd.certs_dir.iterdir()}
+    manifest_before = json.loads(sd.manifest_path.read_text())
+    assert run_init(_args(initialized)) == 0
+    manifest = json.loads(sd.manifest_path.read_text())
+    for section in ("keys", "certs"):
+        for name, record in manifest_before[section].items():
+            assert manifest[section][name] == record  # untouched
+    assert manifest["logs"]["rekor-v1"]["origin"].startswith("127.0.0.1 - ")
+    assert {
+        n: b
+        for n, b in ((p.name, p.read_bytes()) for p in sd.keys_dir.iterdir())
+        if n in keys_before
+    } == keys_before
+    assert {p.name: p.read_bytes() for p in sd.certs_dir.iterdir()} == certs_before
+    config = json.loads((sd.client_dir / "trust_config.json").read_text())
+    assert len(config["trustedRoot"]["tlogs"]) == 2
+    _load(initialized)  # the new log opens and verifies
+    again = _snapshot(initialized)
+    assert run_init(_args(initialized)) == 0
+    assert _snapshot(initialized) == again  # the upgrade happens once
+
+
+def test_an_interrupted_upgrade_is_adopted_not_repeated(initialized: Path) -> None:
+    """The key (and empty log) written before the manifest commit are picked up, once."""
+    _as_before_rekor_v1(initialized)
+    sd = StateDir(initialized)
+    manifest_path = sd.manifest_path
+    original = manifest_path.read_bytes()
+    assert run_init(_args(initialized)) == 0
+    upgraded = json.loads(manifest_path.read_text())
+    key_bytes = sd.key_path("rekor-v1").read_bytes()
+    manifest_path.write_bytes(original)  # as if the upgrade crashed before its commit
+    assert run_init(_args(initialized)) == 0
+    adopted = json.loads(manifest_path.read_text())
+    assert sd.key_path("rekor-v1").read_bytes() == key_bytes
+    assert adopted["keys"]["rekor-v1"] == upgraded["keys"]["rekor-v1"]
+    assert adopted["logs"]["rekor-v1"]["origin"] == upgraded["logs"]["rekor-v1"]["origin"]

@@ -87,6 +87,8 @@ def _inputs(endpoints: Endpoints) -> trust.TrustInputs:
         ctlog_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
         rekor_key=ed25519.Ed25519PrivateKey.generate().public_key(),
         rekor_origin=endpoints.host,
+        rekor_v1_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+        rekor_v1_created=now,
         tsa_chain=[tsa, root],
     )
 
