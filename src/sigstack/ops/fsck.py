@@ -30,7 +30,7 @@ from rich.console import Console
 from sigstack.core.encoding import b64decode
 from sigstack.core.errors import ConfigError, StateError, VerificationError
 from sigstack.core.keys import load_spki, spki_sha256
-from sigstack.core.note import Ed25519NoteVerifier, NoteVerifier, parse_note
+from sigstack.core.note import EcdsaNoteVerifier, Ed25519NoteVerifier, NoteVerifier, parse_note
 from sigstack.core.tiles import encode_bundle
 from sigstack.fsutil import read_file
 from sigstack.log.fs import FilesystemStorage
@@ -38,10 +38,12 @@ from sigstack.log.fsck import FsckReport, Reader, fsck, http_reader, storage_rea
 from sigstack.log.storage import CHECKPOINT_KEY, LogStorage
 from sigstack.services.ctlog.sthnote import RFC6962NoteVerifier
 from sigstack.services.ctlog.submission import merkle_leaf_from_tile_leaf, split_tile_leaves
+from sigstack.services.rekor.v1 import leaf_of as rekor_v1_leaf_of
 from sigstack.stack.config import Endpoints
 from sigstack.stack.state import StateDir
 
-LOGS = ("rekor", "ctlog")
+LOGS = ("rekor", "ctlog", "rekor-v1")
+HTTP_LOGS = ("rekor", "ctlog")  # Rekor v1 has no tile read path to check over HTTP
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ def _log_entry(root: dict[str, Any], kind: str, url: str, source: str) -> tuple[
         if str(entry.get("baseUrl", "")).rstrip("/") != url.rstrip("/"):
             continue
         details = entry["publicKey"]["keyDetails"]
-        if kind == "rekor" and details != "PKIX_ED25519":
-            continue  # a Rekor v1 log at the same URL
+        if (kind == "rekor") != (details == "PKIX_ED25519") and kind != "ctlog":
+            continue  # Rekor v1 (ECDSA) and v2 (Ed25519) share a base URL
         key = load_spki(
             b64decode(entry["publicKey"]["rawBytes"], what="publicKey", error=ConfigError)
         )
@@ -125,7 +127,9 @@ def _ct_http_reader(base: str, client: httpx.Client) -> Reader:
 def _http_target(args: argparse.Namespace, client: httpx.Client) -> Target:
     if args.trusted_root is None:
         raise ConfigError("--url needs --trusted-root (where the log's key comes from)")
-    kind = args.log if args.log in LOGS else "rekor"
+    if args.log not in (None, *HTTP_LOGS):
+        raise ConfigError(f"--url checks {' or '.join(HTTP_LOGS)} (the logs with a tile read path)")
+    kind = args.log or "rekor"
     root = _trusted_root(args.trusted_root)
     key, log_id = _log_entry(root, kind, args.url, str(args.trusted_root))
     if kind == "rekor":
@@ -164,33 +168,25 @@ def _rest_targets(args: argparse.Namespace) -> list[Target]:
     wanted = LOGS if args.log in (None, "all") else (args.log,)
     targets = []
     for name in wanted:
+        if name not in manifest.logs:
+            continue  # a log added by an upgrade that has not run yet
         origin = manifest.logs[name]["origin"]
-        key, _ = _log_entry(root, name, endpoints.url(name), str(config_path))
+        key, _ = _log_entry(root, name, endpoints.url(name.removesuffix("-v1")), str(config_path))
         storage = FilesystemStorage(state.log_dir(name))
+        verifier: NoteVerifier
+        leaf_of: Callable[[bytes], bytes] | None = None
         if name == "rekor":
-            targets.append(
-                Target(
-                    name,
-                    storage_reader(storage),
-                    Ed25519NoteVerifier(origin, key),
-                    origin,
-                    None,
-                    storage,
-                    str(state.log_dir(name)),
-                )
-            )
+            verifier = Ed25519NoteVerifier(origin, key)
+        elif name == "rekor-v1":
+            verifier = EcdsaNoteVerifier(origin.rpartition(" - ")[0], key)
+            leaf_of = rekor_v1_leaf_of
         else:
-            targets.append(
-                Target(
-                    name,
-                    storage_reader(storage),
-                    RFC6962NoteVerifier(origin, key),
-                    origin,
-                    merkle_leaf_from_tile_leaf,
-                    storage,
-                    str(state.log_dir(name)),
-                )
-            )
+            verifier = RFC6962NoteVerifier(origin, key)
+            leaf_of = merkle_leaf_from_tile_leaf
+        where = str(state.log_dir(name))
+        targets.append(
+            Target(name, storage_reader(storage), verifier, origin, leaf_of, storage, where)
+        )
     return targets
 
 
