@@ -22,7 +22,10 @@ Guarantees
   re-signs the body of the checkpoint it just verified and checks the signature)
   before anything new is signed.
 * Exactly one sequencer thread mutates the log; ``storage.acquire_writer`` keeps a
-  second engine (or process) off the same storage.
+  second engine (or process) off the same storage, and the engine calls
+  ``storage.check_writer`` right before it signs each checkpoint: it never signs
+  while it does not hold the lease. A log that loses its lease stops signing
+  (alone: for good, ``Unavailable`` naming why; shared: it becomes a follower).
 
 Commit protocol (one batch, leaves ``[a, n)``) and what a crash at each step means
 ---------------------------------------------------------------------------------
@@ -46,7 +49,8 @@ Commit protocol (one batch, leaves ``[a, n)``) and what a crash at each step mea
    covers) and the next batch rewrites them. An object covered by the old
    checkpoint is only ever rewritten with identical bytes (its content is a
    function of covered entries), so the old checkpoint stays valid. Entries are not acknowledged.
-4. **Sign** the checkpoint ``(origin, n, root)`` with the signer, in memory.
+4. **Sign** the checkpoint ``(origin, n, root)`` with the signer, in memory, after
+   ``check_writer`` confirmed the lease (a lost lease fails the batch unsigned).
    *Crash:* as in 3; the signed note never left the process.
 5. **Commit.** ``swap_checkpoint(old, new)``: compare-and-swap, durable on return.
    *Crash:* the stored checkpoint is the old or the new one, both consistent with
@@ -64,6 +68,43 @@ After a failure in 3-5 the batch's futures fail with
 batches fail fast (with a growing pause) until it recovers. If the reloaded state
 does not add up (``LogIntegrityError``), the engine stops: it refuses to sign over
 state it cannot verify, and ``submit`` raises ``Unavailable`` naming the problem.
+
+Several processes, one log (shared mode)
+----------------------------------------
+With ``shared=`` (a :class:`~sigstack.log.storage.SharedQueue`, e.g. PostgreSQL's),
+any number of processes open the same log; exactly one of them, the holder of the
+writer lease, sequences. Every process:
+
+* accepts entries: ``submit`` queues them in the shared queue (grouped: what
+  accumulates while one insert is in flight goes in the next) and the future
+  resolves once a checkpoint covering the entry is committed, read back from the
+  queue in one snapshot with that checkpoint (see ``SharedQueue.results``), with
+  an inclusion proof this process derives from the stored tiles, after checking
+  that the stored leaf at that position is the entry's. An entry not integrated
+  within ``ClusterPolicy.wait_timeout`` fails with ``Unavailable`` (it may still be
+  logged later; identical entries are deduplicated when they are ``dedup``);
+* serves reads and proofs from storage at its view of the checkpoint, which it
+  refreshes when notified (or every ``ClusterPolicy.refresh`` seconds). It adopts a
+  stored checkpoint only after verifying its signature and origin AND that the
+  checkpoint it served before is a prefix of it (recomputed from the stored
+  tiles): a process never serves two inconsistent checkpoints, and stops
+  (``LogIntegrityError``) if storage ever shows it a fork or a rollback;
+* as a follower, tries to take the lease every ``ClusterPolicy.lease_retry``
+  seconds. The one that gets it recovers exactly like ``open()`` (verify the
+  checkpoint and tiles, check it is consistent with what it served, re-persist
+  the checkpoint through the lease, truncate the index and reset provisional queue
+  assignments), then a pump thread claims queued entries into the sequencer's
+  batches. Before the checkpoint of a batch is signed, each queued entry's
+  position is recorded in the queue (provisional until that checkpoint commits).
+  A sequencer that loses its lease (``check_writer`` says so, before a batch or on
+  the idle heartbeat) stops sequencing, drops what it had claimed (the next term
+  claims it again) and becomes a follower.
+
+Crash of a frontend: its queued entries are still logged; its submitters get no
+answer. Crash of the sequencer: the database session ends, the lease is free, a
+follower takes it within about ``lease_retry`` seconds and resumes from the last
+committed checkpoint; entries of the lost batch were never acknowledged and are
+sequenced again from the queue.
 
 Performance: per batch, one ``put_many`` (a handful of objects) and one
 checkpoint swap; hashing is about two SHA-256 per entry plus O(log n) per batch;
@@ -131,11 +172,21 @@ from sigstack.core.tiles import (
     tile_levels,
     tile_path,
 )
-from sigstack.log.storage import CHECKPOINT_KEY, IndexRow, LogStorage
+from sigstack.log.storage import (
+    CHECKPOINT_EVENT,
+    CHECKPOINT_KEY,
+    ENTRIES_EVENT,
+    Assignment,
+    IndexRow,
+    LogStorage,
+    QueuedEntry,
+    SharedQueue,
+)
 
 __all__ = [
     "BatchPolicy",
     "Checkpoint",
+    "ClusterPolicy",
     "Entry",
     "Integrated",
     "TransparencyLog",
@@ -227,6 +278,58 @@ class BatchPolicy:
             )
 
 
+@dataclass(frozen=True)
+class ClusterPolicy:
+    """How a log shared by several processes (``shared=``) behaves.
+
+    ``lease_retry`` (default 1.0 s)
+        How often a follower tries to take the writer lease: after a sequencer
+        dies, another process sequences within about this long.
+    ``refresh`` (default 1.0 s)
+        Longest pause between two reads of the stored checkpoint and of the
+        results of queued entries when notifications are lost (they usually wake
+        the process at once).
+    ``wait_timeout`` (default 30 s)
+        How long a submitted entry may wait in the queue before ``submit``'s future
+        fails with ``Unavailable`` (no sequencer, or a backlog).
+    ``retention`` (default 300 s)
+        Answered queue rows are deleted after this (longer than ``wait_timeout``).
+    ``claim_size`` (default 4096)
+        Most queued entries the sequencer claims at once.
+    """
+
+    lease_retry: float = 1.0
+    refresh: float = 1.0
+    wait_timeout: float = 30.0
+    retention: float = 300.0
+    claim_size: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("lease_retry", "refresh"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0.01 <= value <= 600:
+                raise ConfigError(f"cluster {name} must be 0.01..600 seconds, not {value!r}")
+        if not isinstance(self.wait_timeout, int | float) or not 0.1 <= self.wait_timeout <= 3600:
+            raise ConfigError(
+                f"cluster wait_timeout must be 0.1..3600 seconds, not {self.wait_timeout!r}"
+            )
+        if not isinstance(self.retention, int | float) or self.retention <= self.wait_timeout:
+            raise ConfigError("cluster retention must be longer than wait_timeout")
+        if not isinstance(self.claim_size, int) or self.claim_size < 1:
+            raise ConfigError(f"cluster claim_size must be positive, not {self.claim_size!r}")
+
+
+SEQUENCER = "sequencer"
+"""Role of the process that holds the writer lease (``TransparencyLog.role``)."""
+FOLLOWER = "follower"
+"""Role of a process of a shared log that does not hold the lease."""
+STOPPED = "stopped"
+"""Role of a log that stopped for good (fatal error) or was closed."""
+
+RoleCallback = Callable[[str], None]
+"""``on_role(role)``: called (from an engine thread) whenever the role changes."""
+
+
 # --- internals -----------------------------------------------------------------------------
 
 
@@ -236,6 +339,20 @@ class _Pending:
     record: bytes
     future: Future[Integrated]
     arrival: float
+    ticket: int | None = None  # shared mode: the entry's row in the shared queue
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A submission of this process waiting in the shared queue."""
+
+    leaf_hash: bytes
+    future: Future[Integrated]
+    deadline: float
+
+
+class _LeaseLost(Unavailable):
+    """The writer lease is gone: nothing may be signed (internal)."""
 
 
 @dataclass(slots=True)
@@ -335,6 +452,11 @@ class TransparencyLog:
     ``index_keys`` gives a stored bundle record's search keys (beyond the leaf
     hash every entry is indexed under); it must be a pure function of the record,
     since the index is rebuilt from the bundles when it is missing.
+
+    ``shared`` (a :class:`~sigstack.log.storage.SharedQueue` of the same log)
+    makes this one of several processes serving the log (see "Several processes,
+    one log" in the module docstring), tuned by ``cluster``; ``on_role`` is told
+    of every role change (``SEQUENCER``, ``FOLLOWER``, ``STOPPED``).
     """
 
     def __init__(
@@ -347,6 +469,9 @@ class TransparencyLog:
         *,
         cache_tiles: int = 256,
         index_keys: IndexKeys | None = None,
+        shared: SharedQueue | None = None,
+        cluster: ClusterPolicy | None = None,
+        on_role: RoleCallback | None = None,
     ) -> None:
         format_checkpoint(origin, 0, EMPTY_ROOT)  # validates the origin
         self._storage = storage
@@ -370,6 +495,30 @@ class TransparencyLog:
         self._edge: _Edge | None = None  # sequencer-owned
         self._needs_recovery = False
         self._backoff = 0.0
+        self._lease_used = 0.0  # monotonic time the lease was last used (heartbeat)
+
+        # Shared mode (None/unused otherwise).
+        self._shared = shared
+        self._cluster = cluster if cluster is not None else ClusterPolicy()
+        self._on_role = on_role
+        self._role = ""
+        self._term_over = False  # the current sequencer term must end (lease lost)
+        self._started = False
+        self._publish_lock = threading.Lock()
+        self._pump: threading.Thread | None = None
+        self._pump_lock = threading.Lock()  # a claim and its push vs. releasing claims
+        self._inflight: set[int] = set()  # tickets claimed by this term and still in hand
+        self._orphans = False  # some claims of this term may be in no one's hands
+        self._fe_cond = threading.Condition()
+        self._outbox: collections.deque[_Pending] = collections.deque()
+        self._waiting: dict[int, _Waiter] = {}
+        self._answered = 0  # results up to this committed size were read (under _refresh_lock)
+        self._refresh_lock = threading.Lock()
+        self._floor: int | None = None  # committed size known before the latest queueing
+        self._fe_closing = False
+        self._inserter: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._next_takeover = 0.0
 
     # -- creation and lifecycle --------------------------------------------------------
 
@@ -380,7 +529,6 @@ class TransparencyLog:
         Raises :class:`Conflict` if the storage already holds a checkpoint (the
         existing log is kept untouched).
         """
-        note = sign_note(format_checkpoint(origin, 0, EMPTY_ROOT), [signer])
         where = storage.describe(CHECKPOINT_KEY)
         exists = Conflict(
             f"a log already exists at {where}; it was kept (nothing was written). "
@@ -390,6 +538,8 @@ class TransparencyLog:
         try:
             if storage.read_checkpoint() is not None:
                 raise exists
+            storage.check_writer()
+            note = sign_note(format_checkpoint(origin, 0, EMPTY_ROOT), [signer])
             try:
                 storage.swap_checkpoint(None, note)
             except Conflict as exc:
@@ -410,6 +560,9 @@ class TransparencyLog:
             if self._opened:
                 raise Conflict("this log is already open")
             self._opened = True
+        if self._shared is not None:
+            self._open_shared()
+            return
         try:
             self._check_signer()
             self._storage.acquire_writer()
@@ -427,10 +580,13 @@ class TransparencyLog:
                 self._opened = False
             raise
         self._edge, self._current = edge, current
+        self._role = SEQUENCER
+        self._lease_used = time.monotonic()
         self._thread = threading.Thread(
             target=self._run, name=f"sigstack-log-sequencer[{self._origin}]", daemon=True
         )
         self._thread.start()
+        self._started = True
         _log.info("log %s opened at size %d", self._origin, current.size)
 
     def close(self, timeout: float | None = None) -> None:
@@ -445,6 +601,9 @@ class TransparencyLog:
             self._closing = True
             self._cond.notify_all()
         self._wakeup.set()
+        if self._shared is not None:
+            self._close_shared(timeout)
+            return
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -476,8 +635,28 @@ class TransparencyLog:
         with self._cond:
             if self._fatal is not None:
                 raise Unavailable(f"the log {self._origin} stopped: {self._fatal}")
-            if self._closing or self._thread is None:
+            if self._closing or not self._started:
                 raise Unavailable(f"the log {self._origin} is not open")
+
+    @property
+    def role(self) -> str:
+        """``SEQUENCER`` (holds the writer lease), ``FOLLOWER`` (shared mode, does
+        not), ``STOPPED`` (closed or stopped for good), or ``""`` before ``open()``."""
+        with self._cond:
+            return self._role
+
+    def status(self) -> dict[str, object]:
+        """Role, published tree size and mode, for health checks."""
+        current = self._current
+        with self._cond:
+            status: dict[str, object] = {
+                "role": self._role,
+                "size": current.size if current is not None else None,
+                "shared": self._shared is not None,
+            }
+            if self._fatal is not None:
+                status["error"] = str(self._fatal)
+        return status
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -501,6 +680,8 @@ class TransparencyLog:
             )
         future: Future[Integrated] = Future()
         pending = _Pending(entry, record, future, time.monotonic())
+        if self._shared is not None:
+            return self._submit_shared(pending)
         with self._cond:
             self.check_accepting()
             queued = len(self._pending)
@@ -604,6 +785,8 @@ class TransparencyLog:
         """
         size = current.size
         self._storage.index_truncate(size)
+        if self._shared is not None:
+            self._shared.reset(size)
         if size == 0:
             return
         node = self._node_reader(size)
@@ -795,6 +978,9 @@ class TransparencyLog:
                 batch = self._next_batch()
                 if batch is None:
                     return
+                if not batch:
+                    self._heartbeat()
+                    continue
                 self._process(batch)
         except BaseException as exc:  # a bug: never leave futures hanging
             _log.exception("log %s: sequencer crashed", self._origin)
@@ -805,12 +991,22 @@ class TransparencyLog:
             )
 
     def _next_batch(self) -> list[_Pending] | None:
+        """The next batch; ``[]`` when the lease needs a heartbeat; None to stop."""
         policy = self._policy
+        heartbeat = self._storage.lease_heartbeat
         with self._cond:
             while not self._pending:
-                if self._closing or self._fatal is not None:
+                if self._closing or self._fatal is not None or self._term_over:
                     return None
-                self._cond.wait()
+                if heartbeat is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._lease_used + heartbeat - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._cond.wait(remaining)
+            if self._term_over:
+                return None
             deadline = self._pending[0].arrival + policy.max_age
             while len(self._pending) < policy.max_size and not self._closing:
                 remaining = deadline - time.monotonic()
@@ -820,7 +1016,31 @@ class TransparencyLog:
             take = min(len(self._pending), policy.max_size)
             return [self._pending.popleft() for _ in range(take)]
 
+    def _heartbeat(self) -> None:
+        """Keep (and check) the writer lease of an idle sequencer."""
+        self._lease_used = time.monotonic()
+        try:
+            self._storage.check_writer()
+        except Conflict as exc:
+            self._lease_lost(exc)
+            return
+        except SigstackError as exc:
+            _log.warning("log %s: could not check the writer lease: %s", self._origin, exc)
+            return
+        if self._needs_recovery:
+            self._recover()
+        elif self._orphans:
+            self._release_orphans()
+
     def _process(self, batch: list[_Pending]) -> None:
+        try:
+            self._process_live(batch)
+        finally:
+            if self._shared is not None:
+                with self._cond:
+                    self._inflight.difference_update(p.ticket for p in batch)
+
+    def _process_live(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if p.future.set_running_or_notify_cancel()]
         if not live:
             return
@@ -835,13 +1055,16 @@ class TransparencyLog:
                 if self._closing:  # shutting down: do not retry batch after batch
                     live += self._pending
                     self._pending.clear()
-            for p in live:
-                if p.future.running() or p.future.set_running_or_notify_cancel():
-                    p.future.set_exception(error)
-            self._wakeup.wait(self._backoff)
+            self._fail(live, error)
+            if not self._term_over:
+                self._wakeup.wait(self._backoff)
             return
         try:
             results = self._integrate(live)
+        except _LeaseLost as exc:
+            self._fail(live, exc)
+            self._lease_lost(exc)
+            return
         except Exception as exc:
             _log.error("log %s: batch of %d entries failed: %s", self._origin, len(live), exc)
             error = (
@@ -851,20 +1074,32 @@ class TransparencyLog:
             )
             if error is not exc:
                 error.__cause__ = exc
-            for p in live:
-                p.future.set_exception(error)
+            self._fail(live, error)
             self._needs_recovery = True
             self._recover()
             return
         for p, result in zip(live, results, strict=True):
             p.future.set_result(result)
 
+    def _fail(self, batch: list[_Pending], error: SigstackError) -> None:
+        """Fail a batch's futures; queued entries of a shared log are released instead."""
+        tickets = [p.ticket for p in batch if p.ticket is not None]
+        if tickets:
+            with self._cond:
+                self._inflight.difference_update(tickets)
+            self._orphans = True  # no longer in hand: released after recovery
+        for p in batch:
+            if p.future.running() or p.future.set_running_or_notify_cancel():
+                p.future.set_exception(error)
+
     def _integrate(self, batch: list[_Pending]) -> list[Integrated]:
         """Steps 2-6 of the commit protocol for one batch (see the module docstring).
 
         ``dedup`` entries whose leaf is already logged (or earlier in this batch)
         are not appended: they answer with the existing position and a proof
-        against the checkpoint this batch produces.
+        against the checkpoint this batch produces. Entries from the shared queue
+        get their position recorded there before the checkpoint is signed (their
+        submitters, in whatever process, build their own answers).
         """
         current = self._current
         assert self._edge is not None and current is not None
@@ -887,10 +1122,26 @@ class TransparencyLog:
                 plan.append((start + len(leaves), False))
                 fresh.append(p)
                 leaves.append(h)
-        checkpoint, proofs = self._append(fresh, leaves) if leaves else (current, [])
+        end = start + len(leaves)
+        assignments = [
+            Assignment(p.ticket, position, duplicate, end)
+            for p, (position, duplicate) in zip(batch, plan, strict=True)
+            if p.ticket is not None
+        ]
+        if leaves:
+            checkpoint, proofs = self._append(fresh, leaves, assignments)
+        else:
+            checkpoint, proofs = current, []
+            if assignments:
+                assert self._shared is not None
+                self._shared.assign(assignments, committed=True)
+                self._lease_used = time.monotonic()
         node: Callable[[int, int], bytes] | None = None
         results = []
-        for position, duplicate in plan:
+        for p, (position, duplicate) in zip(batch, plan, strict=True):
+            if p.ticket is not None:  # answered by its frontend from the shared queue
+                results.append(Integrated(position, checkpoint, [], duplicate))
+                continue
             if position >= start:
                 proof = proofs[position - start]
             else:
@@ -914,7 +1165,7 @@ class TransparencyLog:
         return known
 
     def _append(
-        self, batch: list[_Pending], leaves: list[bytes]
+        self, batch: list[_Pending], leaves: list[bytes], assignments: list[Assignment]
     ) -> tuple[Checkpoint, list[list[bytes]]]:
         """Append ``batch`` (with its leaf hashes): store, index, sign, commit, publish."""
         edge = self._edge
@@ -956,24 +1207,45 @@ class TransparencyLog:
 
         self._storage.put_many(writes)
         self._storage.index_add(rows)
+        if assignments:
+            assert self._shared is not None
+            self._shared.assign(assignments, committed=False)
+        self._check_lease()
         note = sign_note(format_checkpoint(self._origin, end, root), [self._signer])
         self._storage.swap_checkpoint(current.note, note)
+        self._lease_used = time.monotonic()
 
         checkpoint = Checkpoint(self._origin, end, root, note)
         edge.size = end
-        self._current = checkpoint
+        self._publish(checkpoint)
         self._backoff = 0.0
         return checkpoint, proofs
+
+    def _check_lease(self) -> None:
+        """Raise ``_LeaseLost`` unless storage confirms the writer lease right now."""
+        try:
+            self._storage.check_writer()
+        except Conflict as exc:
+            raise _LeaseLost(
+                f"the log {self._origin} lost its writer lease and stopped signing: {exc}"
+            ) from exc
 
     def _recover(self) -> bool:
         """Re-derive state from the durable checkpoint; True when the log can go on."""
         self._cache.clear()
         try:
+            self._check_lease()
             edge, current = self._load_state()
+            published = self._current
+            if published is not None:
+                self._check_consistent(published, current)
             # Whatever checkpoint readers may have seen must be durable before the
             # tree grows past it (the failed swap may have left it visible only).
             self._storage.swap_checkpoint(current.note, current.note)
             self._sync_index(current)
+        except _LeaseLost as exc:
+            self._lease_lost(exc)
+            return False
         except LogIntegrityError as exc:
             _log.error("log %s: stored state does not add up, stopping: %s", self._origin, exc)
             self._stop(exc)
@@ -984,10 +1256,48 @@ class TransparencyLog:
                 "log %s: recovery failed (%s); retrying in %.2fs", self._origin, exc, self._backoff
             )
             return False
-        self._edge, self._current = edge, current
+        self._edge = edge
+        self._publish(current)
         self._needs_recovery = False
+        self._lease_used = time.monotonic()
+        if self._orphans:
+            self._release_orphans()
         _log.info("log %s: recovered at size %d", self._origin, current.size)
         return True
+
+    def _release_orphans(self) -> None:
+        """Make this term's claims that no one holds claimable again (shared mode).
+
+        Entries of failed batches, and entries whose claim committed although its
+        answer was lost. The pump lock keeps a claim from landing between the
+        snapshot of what is in hand and the release.
+        """
+        shared = self._shared
+        assert shared is not None
+        with self._pump_lock:
+            with self._cond:
+                keep = sorted(self._inflight)
+            self._orphans = False
+            try:
+                shared.release(keep)
+            except SigstackError as exc:
+                self._orphans = True
+                _log.warning("log %s: could not release queued entries: %s", self._origin, exc)
+
+    def _lease_lost(self, exc: SigstackError) -> None:
+        """The lease is gone: stop signing (alone: for good; shared: become a follower)."""
+        if self._shared is None:
+            error = (
+                exc
+                if isinstance(exc, _LeaseLost)
+                else _LeaseLost(
+                    f"the log {self._origin} lost its writer lease and stopped signing: {exc}"
+                )
+            )
+            _log.error("log %s: %s", self._origin, error)
+            self._stop(error)
+            return
+        self._demote(exc)
 
     def _stop(self, error: SigstackError) -> None:
         """Stop for good: fail everything pending and refuse new entries."""
@@ -996,8 +1306,467 @@ class TransparencyLog:
                 self._fatal = error
             pending = list(self._pending)
             self._pending.clear()
+            changed = self._role != STOPPED
+            self._role = STOPPED
             self._cond.notify_all()
         failure = Unavailable(f"the log {self._origin} stopped: {error}")
         for p in pending:
             if p.future.set_running_or_notify_cancel():
                 p.future.set_exception(failure)
+        if self._shared is not None:
+            self._wakeup.set()
+            self._shared.wake()
+            with self._fe_cond:
+                waiting = [w.future for w in self._waiting.values()]
+                waiting += [p.future for p in self._outbox]
+                self._waiting.clear()
+                self._outbox.clear()
+                self._fe_cond.notify_all()
+            for future in waiting:
+                if future.running() or future.set_running_or_notify_cancel():
+                    future.set_exception(failure)
+            # Another process may be able to go on (or will stop on the same problem).
+            self._storage.release_writer()
+            if changed:
+                self._announce(STOPPED)
+
+    def _publish(self, checkpoint: Checkpoint) -> None:
+        """Make ``checkpoint`` the published one unless a larger one already is."""
+        with self._publish_lock:
+            current = self._current
+            if current is None or checkpoint.size >= current.size:
+                self._current = checkpoint
+
+    def _check_consistent(self, old: Checkpoint, new: Checkpoint) -> None:
+        """Raise ``LogIntegrityError`` unless the tree of ``old`` is a prefix of ``new``'s.
+
+        The check recomputes the root of ``old.size`` from the stored tiles of
+        ``new``'s tree, so it proves what storage holds, not what it claims.
+        """
+        where = self._storage.describe(CHECKPOINT_KEY)
+        if new.size < old.size:
+            raise LogIntegrityError(
+                where,
+                f"the stored checkpoint (size {new.size}) is older than one this process "
+                f"already served (size {old.size}): storage went back in time (a restored "
+                "backup, or a failover that lost commits); refusing to serve or sign over it",
+            )
+        if new.size == old.size:
+            if new.root_hash != old.root_hash:
+                raise LogIntegrityError(
+                    where,
+                    f"the stored checkpoint has size {new.size} like one this process already "
+                    f"served, but root {new.root_hash.hex()} instead of {old.root_hash.hex()}: "
+                    "a fork; refusing to serve or sign over it",
+                )
+            return
+        if old.size == 0:
+            return
+        node = self._node_reader(new.size)
+        rng = CompactRange.from_hashes(old.size, [node(lv, ix) for lv, ix in range_nodes(old.size)])
+        if rng.root() != old.root_hash:
+            raise LogIntegrityError(
+                where,
+                f"the stored tree of size {new.size} does not extend the tree of size "
+                f"{old.size} this process already served (its first {old.size} entries hash "
+                f"to {rng.root().hex()}, not {old.root_hash.hex()}): a fork; refusing to serve "
+                "or sign over it",
+            )
+
+    def _announce(self, role: str) -> None:
+        callback = self._on_role
+        if callback is None:
+            return
+        try:
+            callback(role)
+        except Exception:  # a broken observer must not break the log
+            _log.exception("log %s: role callback failed", self._origin)
+
+    # -- shared mode: roles ------------------------------------------------------------------
+
+    def _open_shared(self) -> None:
+        """``open()`` of a shared log: verify it, start as a follower, try to sequence."""
+        try:
+            self._check_signer()
+            _, current = self._load_state()  # read-only: fails closed like open()
+            self._check_signer_key(current)
+        except BaseException:
+            with self._cond:
+                self._opened = False
+            raise
+        self._current = current
+        self._answered = current.size
+        with self._cond:
+            self._role = FOLLOWER
+            self._started = True
+        self._inserter = threading.Thread(
+            target=self._insert_loop, name=f"sigstack-log-queue[{self._origin}]", daemon=True
+        )
+        self._inserter.start()
+        self._try_takeover()
+        self._watcher = threading.Thread(
+            target=self._watch_loop, name=f"sigstack-log-watch[{self._origin}]", daemon=True
+        )
+        self._watcher.start()
+        _log.info("log %s opened (shared) at size %d as %s", self._origin, current.size, self.role)
+
+    def _try_takeover(self) -> bool:
+        """Take the writer lease and recover like ``open()``; True if now the sequencer."""
+        for thread in (self._thread, self._pump):  # the previous term must have ended
+            if thread is not None and thread.is_alive():
+                return False
+        with self._cond:
+            if self._closing or self._fatal is not None or self._role != FOLLOWER:
+                return False
+        try:
+            self._storage.acquire_writer()
+        except Conflict:
+            return False
+        except SigstackError as exc:
+            _log.warning("log %s: could not try the writer lease: %s", self._origin, exc)
+            return False
+        try:
+            self._cache.clear()
+            self._check_lease()
+            edge, current = self._load_state()
+            published = self._current
+            if published is not None:
+                self._check_consistent(published, current)
+            self._storage.swap_checkpoint(current.note, current.note)
+            self._sync_index(current)
+        except LogIntegrityError as exc:
+            _log.error("log %s: stored state does not add up, stopping: %s", self._origin, exc)
+            self._stop(exc)
+            return False
+        except Exception as exc:
+            self._storage.release_writer()
+            _log.warning("log %s: taking over as sequencer failed: %s", self._origin, exc)
+            return False
+        with self._cond:
+            if self._closing or self._fatal is not None:
+                self._storage.release_writer()
+                return False
+            self._edge = edge
+            self._publish(current)
+            self._role = SEQUENCER
+            self._term_over = False
+            self._needs_recovery = False
+            self._backoff = 0.0
+            self._inflight.clear()
+            self._orphans = False
+            self._lease_used = time.monotonic()
+            self._thread = threading.Thread(
+                target=self._run, name=f"sigstack-log-sequencer[{self._origin}]", daemon=True
+            )
+            self._pump = threading.Thread(
+                target=self._pump_loop, name=f"sigstack-log-pump[{self._origin}]", daemon=True
+            )
+            self._thread.start()
+            self._pump.start()
+        _log.info("log %s: this process is now the sequencer (size %d)", self._origin, current.size)
+        self._announce(SEQUENCER)
+        return True
+
+    def _demote(self, reason: SigstackError) -> None:
+        """End this sequencer term: drop claimed entries, release the lease, follow."""
+        with self._cond:
+            if self._role != SEQUENCER:
+                return
+            self._role = FOLLOWER
+            self._term_over = True
+            dropped = list(self._pending)
+            self._pending.clear()
+            self._inflight.clear()
+            self._cond.notify_all()
+        self._storage.release_writer()
+        if self._shared is not None:
+            self._shared.wake()  # the pump ends its term now
+        for p in dropped:  # queued entries: the next term claims them again
+            if p.future.set_running_or_notify_cancel():
+                p.future.set_exception(Unavailable("the sequencer lost its lease"))
+        self._next_takeover = time.monotonic() + self._cluster.lease_retry
+        _log.error(
+            "log %s: stopped sequencing (%s); serving as a follower, will try to take the "
+            "lease again",
+            self._origin,
+            reason,
+        )
+        self._announce(FOLLOWER)
+
+    def _pump_loop(self) -> None:
+        """Sequencer term: claim queued entries into the batches, purge answered rows."""
+        shared = self._shared
+        assert shared is not None
+        cluster = self._cluster
+        seen = -1
+        last_purge = time.monotonic()
+        pause = _BACKOFF_MIN
+        while True:
+            with self._cond:
+                if self._closing or self._term_over or self._fatal is not None:
+                    return
+                room = self._policy.max_pending - len(self._pending)
+            if room <= 0:
+                self._wakeup.wait(0.005)
+                continue
+            limit = min(room, cluster.claim_size)
+            if self._orphans:
+                self._release_orphans()
+            try:
+                with self._pump_lock:
+                    claimed = shared.claim(limit)
+                    self._push_claimed(claimed)
+            except Conflict:
+                return  # the lease is gone; the sequencer thread finds out and demotes
+            except SigstackError as exc:
+                # The claim may have committed without its answer: release it later.
+                self._orphans = True
+                _log.warning("log %s: claiming queued entries failed: %s", self._origin, exc)
+                self._wakeup.wait(pause)
+                pause = min(pause * 2, _BACKOFF_MAX)
+                continue
+            pause = _BACKOFF_MIN
+            if len(claimed) == limit:
+                continue  # more are waiting
+            now = time.monotonic()
+            if now - last_purge >= cluster.retention / 10:
+                last_purge = now
+                current = self._current
+                try:
+                    if current is not None:
+                        shared.purge(current.size, cluster.retention)
+                except SigstackError as exc:
+                    _log.warning("log %s: purging the queue failed: %s", self._origin, exc)
+            seen = shared.wait(ENTRIES_EVENT, seen, cluster.refresh)
+
+    def _push_claimed(self, claimed: list[QueuedEntry]) -> None:
+        if not claimed:
+            return
+        now = time.monotonic()
+        items = [
+            _Pending(
+                Entry(q.leaf, None if q.record == q.leaf else q.record, q.dedup),
+                q.record,
+                Future(),
+                now,
+                q.ticket,
+            )
+            for q in claimed
+        ]
+        with self._cond:
+            if self._term_over or self._fatal is not None:
+                return  # the next term claims them again
+            queued = len(self._pending)
+            self._pending.extend(items)
+            self._inflight.update(q.ticket for q in claimed)
+            if queued == 0 or len(self._pending) >= self._policy.max_size:
+                self._cond.notify()
+
+    # -- shared mode: frontends --------------------------------------------------------------
+
+    def _submit_shared(self, pending: _Pending) -> Future[Integrated]:
+        with self._fe_cond:
+            self.check_accepting()
+            queued = len(self._outbox) + len(self._waiting)
+            if queued >= self._policy.max_pending:
+                raise Overloaded(
+                    f"the log {self._origin} has {queued} entries waiting here; retry shortly",
+                    retry_after=1,
+                )
+            self._outbox.append(pending)
+            if len(self._outbox) == 1:
+                self._fe_cond.notify_all()
+        return pending.future
+
+    def _insert_loop(self) -> None:
+        """Queue submissions in the shared queue, grouped (one insert per group)."""
+        shared = self._shared
+        assert shared is not None
+        while True:
+            with self._fe_cond:
+                while not self._outbox and not self._fe_closing:
+                    self._fe_cond.wait()
+                if not self._outbox:
+                    return
+                group = [self._outbox.popleft() for _ in range(min(len(self._outbox), 1000))]
+            live = [p for p in group if p.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            # Their positions will be assigned in trees at least this large (see results).
+            floor = self._published().size
+            try:
+                tickets = shared.enqueue([(p.entry.leaf, p.record, p.entry.dedup) for p in live])
+            except Exception as exc:
+                error = StorageError(
+                    f"queueing the entry failed ({exc}); it may or may not be logged: retry "
+                    "(identical entries are deduplicated)"
+                )
+                for p in live:
+                    p.future.set_exception(error)
+                continue
+            deadline = time.monotonic() + self._cluster.wait_timeout
+            with self._fe_cond:
+                for p, ticket in zip(live, tickets, strict=True):
+                    self._waiting[ticket] = _Waiter(leaf_hash(p.entry.leaf), p.future, deadline)
+                self._floor = floor if self._floor is None else min(self._floor, floor)
+
+    def _watch_loop(self) -> None:
+        """Refresh the checkpoint, answer waiting submissions, expire them, take over."""
+        shared = self._shared
+        assert shared is not None
+        seen = -1
+        while True:
+            with self._cond:
+                if self._closing or self._fatal is not None:
+                    return
+            seen = shared.wait(CHECKPOINT_EVENT, seen, self._cluster.refresh)
+            with self._cond:
+                if self._closing or self._fatal is not None:
+                    return
+            try:
+                self._refresh()
+            except LogIntegrityError as exc:
+                _log.error("log %s: %s", self._origin, exc)
+                self._stop(exc)
+                return
+            except Exception as exc:
+                _log.warning("log %s: refreshing from storage failed: %s", self._origin, exc)
+            self._expire_waiters()
+            if self.role == FOLLOWER and time.monotonic() >= self._next_takeover:
+                if not self._try_takeover():
+                    self._next_takeover = time.monotonic() + self._cluster.lease_retry
+
+    def _refresh(self) -> None:
+        """Adopt the stored checkpoint and answer this process's committed submissions.
+
+        Reads the assignments made since the last snapshot's size (or since the size
+        committed before the latest queueing, if lower): each entry's assignment is
+        read at least once in the snapshot where it became final. Cost: the rows
+        answered since the last refresh, however many entries are waiting here.
+        """
+        with self._refresh_lock:
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> None:
+        shared = self._shared
+        assert shared is not None
+        with self._fe_cond:
+            floor, self._floor = self._floor, None
+            waiting = bool(self._waiting)
+        since = self._answered if floor is None else min(self._answered, floor)
+        try:
+            if waiting or floor is not None:
+                note, assigned = shared.results(since)
+            else:
+                note, assigned = self._storage.read_checkpoint(), []
+            if note is None:
+                raise LogIntegrityError(
+                    self._storage.describe(CHECKPOINT_KEY),
+                    "the checkpoint disappeared from storage",
+                )
+            snapshot = self._adopt(note)
+        except BaseException:
+            if floor is not None:  # ask from there again next time
+                with self._fe_cond:
+                    self._floor = floor if self._floor is None else min(self._floor, floor)
+            raise
+        # Provisional rows (past this snapshot) have sizes above it: asked for again.
+        self._answered = snapshot.size
+        final = [a for a in assigned if a.size <= snapshot.size]
+        if not final:
+            return
+        current = self._published()
+        node = self._node_reader(current.size)
+        for a in final:
+            with self._fe_cond:
+                waiter = self._waiting.pop(a.ticket, None)
+            if waiter is None:
+                continue
+            try:
+                if node(0, a.position) != waiter.leaf_hash:
+                    raise LogIntegrityError(
+                        self._storage.describe(CHECKPOINT_KEY),
+                        f"the queue says entry {a.ticket} is at {a.position}, but the tree holds "
+                        "another leaf there",
+                    )
+                proof = inclusion_proof(a.position, current.size, node)
+            except SigstackError as exc:
+                _log.error("log %s: cannot answer a queued entry: %s", self._origin, exc)
+                waiter.future.set_exception(
+                    Unavailable(f"the entry's answer is unavailable: {exc}")
+                )
+                continue
+            waiter.future.set_result(Integrated(a.position, current, proof, a.duplicate))
+
+    def _adopt(self, note: bytes) -> Checkpoint:
+        """Verify a stored checkpoint against the published one; publish it if newer."""
+        current = self._published()
+        if note == current.note:
+            return current
+        where = self._storage.describe(CHECKPOINT_KEY)
+        try:
+            text, _ = open_note(note, [self._verifier])
+            body = parse_checkpoint(text)
+        except VerificationError as exc:
+            raise LogIntegrityError(
+                where, f"the stored checkpoint does not verify with the log's key: {exc}"
+            ) from exc
+        if body.origin != self._origin:
+            raise LogIntegrityError(where, f"the stored checkpoint's origin is {body.origin!r}")
+        stored = Checkpoint(self._origin, body.size, body.root_hash, note)
+        if stored.size >= current.size:
+            self._check_consistent(current, stored)
+            self._publish(stored)
+        else:
+            self._check_consistent(stored, current)
+        return stored
+
+    def _expire_waiters(self) -> None:
+        now = time.monotonic()
+        with self._fe_cond:
+            expired = [t for t, w in self._waiting.items() if w.deadline <= now]
+            futures = [self._waiting.pop(t).future for t in expired]
+        if not futures:
+            return
+        error = Unavailable(
+            f"the entry was queued but not integrated within {self._cluster.wait_timeout:g}s "
+            "(no sequencer, or a backlog); it may still be logged: retry (identical entries "
+            "are deduplicated)"
+        )
+        for future in futures:
+            future.set_exception(error)
+
+    def _close_shared(self, timeout: float | None) -> None:
+        """``close()`` of a shared log: flush, drain, answer what committed, release."""
+        assert self._shared is not None
+        with self._fe_cond:
+            self._fe_closing = True
+            self._fe_cond.notify_all()
+        self._shared.wake()
+        for thread in (self._inserter, self._thread, self._pump):
+            if thread is not None:
+                thread.join(timeout)
+        self._shared.wake()
+        if self._fatal is None:
+            try:
+                self._refresh()
+            except Exception as exc:
+                _log.warning("log %s: final refresh failed: %s", self._origin, exc)
+        if self._watcher is not None:
+            self._watcher.join(timeout)
+        with self._fe_cond:
+            left = [w.future for w in self._waiting.values()]
+            left += [p.future for p in self._outbox]
+            self._waiting.clear()
+            self._outbox.clear()
+        error = Unavailable(
+            f"the log {self._origin} closed here before the entry was integrated; it may "
+            "still be logged by another process"
+        )
+        for future in left:
+            if future.running() or future.set_running_or_notify_cancel():
+                future.set_exception(error)
+        with self._cond:
+            self._closed = True
+            self._role = STOPPED
+        self._storage.release_writer()

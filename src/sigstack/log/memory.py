@@ -7,29 +7,31 @@ Each object is replaced atomically (a dict assignment under the lock);
 middle leaves a prefix written, exactly the partial outcome a real backend may
 produce. ``swap_checkpoint`` is a true compare-and-swap under the lock.
 
-Fault injection: ``fault`` is consulted before every operation with
-``(operation, key)``, where operation is ``"get"``, ``"put"`` (once per object of
-``put_many``), ``"read_checkpoint"`` or ``"swap_checkpoint"`` (key
-``"checkpoint"``), ``"index_add"``, ``"index_lookup"`` or ``"index_truncate"``
-(key ``"index"``; ``index_add`` is all-or-nothing, like one database
-transaction). It returns ``None`` to let the operation proceed, or a
-:class:`Fault`:
+Fault injection: ``fault`` is a hook consulted before every operation, with the
+protocol and the :class:`Fault` semantics of :mod:`sigstack.log.faults` (which
+wraps any other backend the same way): ``Fault.FAIL`` raises
+:class:`StorageError` without performing the operation, ``Fault.FAIL_PERSISTED``
+performs the write, then raises. :class:`FaultPlan` is a ready-made hook.
 
-* ``Fault.FAIL``: raise :class:`StorageError` and do not perform the operation
-  ("failed, not persisted");
-* ``Fault.FAIL_PERSISTED``: perform the write, then raise :class:`StorageError`
-  ("failed but persisted"); for reads it behaves like ``FAIL``.
-
-:class:`FaultPlan` is a ready-made hook for the common cases.
+The writer lease is a flag on this object: ``check_writer`` raises ``Conflict``
+unless it is held (a lease that cannot be lost while held).
 """
 
 from __future__ import annotations
 
-import enum
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from sigstack.core.errors import Conflict, StorageError
+from sigstack.core.errors import Conflict
+from sigstack.log.faults import (
+    INDEX_KEY,
+    LEASE_KEY,
+    Fault,
+    FaultHook,
+    FaultPlan,
+    fault_after,
+    fault_before,
+)
 from sigstack.log.storage import (
     CHECKPOINT_KEY,
     IndexRow,
@@ -38,61 +40,7 @@ from sigstack.log.storage import (
     validate_key,
 )
 
-
-class Fault(enum.Enum):
-    """What an injected fault does."""
-
-    FAIL = "fail"
-    """Raise without performing the operation (failed, not persisted)."""
-
-    FAIL_PERSISTED = "fail-persisted"
-    """Perform the write, then raise (failed but persisted)."""
-
-
-FaultHook = Callable[[str, str], Fault | None]
-"""``hook(operation, key) -> Fault | None``."""
-
-
-class FaultPlan:
-    """A fault hook that fires on matching operations.
-
-    ``FaultPlan(fault, operation="put", key_prefix="tile/0/", after=0, times=1)``
-    lets ``after`` matching operations through, then injects ``fault`` into the
-    next ``times`` matching ones (``times=None``: forever). ``fired`` counts
-    injections. Thread-safe.
-    """
-
-    def __init__(
-        self,
-        fault: Fault,
-        operation: str | None = None,
-        key_prefix: str = "",
-        after: int = 0,
-        times: int | None = 1,
-    ) -> None:
-        self.fault = fault
-        self.operation = operation
-        self.key_prefix = key_prefix
-        self._skip = after
-        self._left = times
-        self.fired = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, operation: str, key: str) -> Fault | None:
-        if self.operation is not None and operation != self.operation:
-            return None
-        if not key.startswith(self.key_prefix):
-            return None
-        with self._lock:
-            if self._skip > 0:
-                self._skip -= 1
-                return None
-            if self._left is not None:
-                if self._left <= 0:
-                    return None
-                self._left -= 1
-            self.fired += 1
-            return self.fault
+__all__ = ["INDEX_KEY", "Fault", "FaultHook", "FaultPlan", "MemoryStorage"]
 
 
 class MemoryStorage(LogStorage):
@@ -111,16 +59,11 @@ class MemoryStorage(LogStorage):
     # -- faults ---------------------------------------------------------------------
 
     def _check(self, operation: str, key: str) -> Fault | None:
-        hook = self.fault
-        fault = hook(operation, key) if hook is not None else None
-        if fault is Fault.FAIL or (fault is Fault.FAIL_PERSISTED and operation in _READS):
-            raise StorageError(f"injected fault: {operation} {key} failed (not persisted)")
-        return fault
+        return fault_before(self.fault, operation, key)
 
     @staticmethod
     def _after(fault: Fault | None, operation: str, key: str) -> None:
-        if fault is Fault.FAIL_PERSISTED:
-            raise StorageError(f"injected fault: {operation} {key} failed (but was persisted)")
+        fault_after(fault, operation, key)
 
     # -- LogStorage -----------------------------------------------------------------
 
@@ -195,6 +138,12 @@ class MemoryStorage(LogStorage):
         with self._lock:
             self._writer = False
 
+    def check_writer(self) -> None:
+        self._check("check_writer", LEASE_KEY)
+        with self._lock:
+            if not self._writer:
+                raise Conflict("this memory storage's writer lease is not held")
+
     def describe(self, key: str) -> str:
         return f"memory:{key}"
 
@@ -218,9 +167,3 @@ class MemoryStorage(LogStorage):
         """Overwrite the checkpoint behind the engine's back (tamper tests)."""
         with self._lock:
             self._checkpoint = None if data is None else bytes(data)
-
-
-INDEX_KEY = "index"
-"""The key fault hooks see for index operations."""
-
-_READS = frozenset({"get", "read_checkpoint", "index_lookup"})

@@ -28,6 +28,16 @@ Single writer
     ``acquire_writer`` takes an exclusive lease on the log for one engine (across
     processes where the backend can), raising ``Conflict`` if another holder has
     it; ``release_writer`` gives it back. Reads need no lease.
+    ``check_writer`` raises ``Conflict`` unless this object holds the lease at
+    that moment (``StorageError`` if it cannot tell); the engine calls it right
+    before it signs a checkpoint, and signs nothing when it raises. Backends
+    whose lease cannot be lost while held (an ``flock``, a process-local flag)
+    may keep the default, which checks nothing; a backend whose lease can be
+    lost (a database session that dies, a lease that expires) must check, and
+    SHOULD make its writes fail once the lease is lost (fencing) so that the
+    checkpoint compare-and-swap stays the final guard. If ``lease_heartbeat``
+    is a number, the lease expires unless used: the engine calls
+    ``check_writer`` at least that often (seconds) while it holds the lease.
 
 Entry index
     A multimap ``(namespace, key) -> log positions``: every entry's leaf hash
@@ -41,6 +51,12 @@ Entry index
     lost. ``index_add`` is durable on return and idempotent (adding a row that
     exists is a no-op). Namespaces are ``[a-z0-9_-]{1,32}``; keys are at most
     ``MAX_INDEX_KEY`` bytes.
+
+Shared queue (optional)
+    A backend that several processes can share (PostgreSQL) also offers a
+    :class:`SharedQueue`: frontends that do not hold the lease queue entries in
+    it, and the lease holder sequences them. See :class:`SharedQueue` for its
+    contract; :mod:`sigstack.log.engine` for how the engine uses it.
 
 Errors
     Backend failures raise :class:`~sigstack.core.errors.StorageError` (or
@@ -58,6 +74,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from sigstack.core.errors import InvalidRequest
 
@@ -142,6 +159,140 @@ class LogStorage(ABC):
     def index_truncate(self, size: int) -> None:
         """Durably remove every index row whose position is ``>= size``."""
 
+    def check_writer(self) -> None:  # noqa: B027 (optional: see the docstring)
+        """Raise ``Conflict`` unless this object holds the writer lease right now.
+
+        The default checks nothing: it suits backends whose lease cannot be lost
+        while held (see "Single writer" in the module docstring).
+        """
+
+    @property
+    def lease_heartbeat(self) -> float | None:
+        """Seconds between ``check_writer`` calls that keep the lease alive, or None."""
+        return None
+
     def describe(self, key: str) -> str:
         """Where ``key`` lives, for error messages (a file path, a URL...)."""
         return key
+
+    def close(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing)
+        """Release connections and threads; the object is unusable afterwards."""
+
+
+# --- the shared queue ---------------------------------------------------------------------
+
+ENTRIES_EVENT = "entries"
+"""``SharedQueue.wait`` event: entries were queued."""
+
+CHECKPOINT_EVENT = "checkpoint"
+"""``SharedQueue.wait`` event: a checkpoint was committed (or a batch of duplicates answered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEntry:
+    """An entry waiting in a :class:`SharedQueue`, as the sequencer claims it."""
+
+    ticket: int
+    leaf: bytes
+    record: bytes
+    dedup: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Where the sequencer put a queued entry: its ``position`` (an existing one for a
+    ``duplicate``) in the tree of ``size`` that the batch's checkpoint commits."""
+
+    ticket: int
+    position: int
+    duplicate: bool
+    size: int
+
+
+class SharedQueue(ABC):
+    """Entries waiting to be sequenced, shared by every frontend of one log.
+
+    Frontends (any process, lease or not) ``enqueue`` entries and receive
+    tickets; the lease holder ``claim``s them, sequences them and ``assign``s each
+    its position before it commits the checkpoint of the batch; frontends then read
+    ``results``. The contract every implementation must honour:
+
+    * ``enqueue`` returns once the entries are stored where the sequencer will
+      find them (they need not survive a crash of the backend: no entry is
+      acknowledged before its checkpoint is committed, and a lost entry is one
+      its submitter gets no answer for).
+    * ``claim(limit)`` hands out entries not assigned and not claimed by this
+      lease term, oldest first. Entries claimed in an earlier term (a
+      sequencer that died) are claimable again; entries this term claimed are
+      not handed out twice unless ``release``-d. ``release(keep)`` makes every
+      entry this term claimed, that is unassigned and not in ``keep`` (the
+      tickets the sequencer still holds), claimable again: entries of a batch
+      that failed, and entries whose claim committed although its answer was
+      lost.
+    * ``assign`` is durable on return and, like the entry index, written BEFORE
+      the checkpoint that commits it: an assignment whose ``size`` exceeds the
+      committed checkpoint's size is provisional. It requires the writer lease
+      and fails once the lease is lost. ``reset(size)`` drops provisional
+      assignments (``size`` greater than the committed size) and makes those
+      entries claimable again; the engine calls it whenever it (re)loads the
+      checkpoint, before it sequences anything, right after ``index_truncate``.
+    * ``results(since)`` reads the committed checkpoint AND every assignment whose
+      ``size`` is at least ``since`` in ONE consistent snapshot; an assignment is
+      final exactly when its ``size`` is at most that checkpoint's size. (Reading
+      them separately could pair a provisional assignment with a later
+      checkpoint.) An assignment's ``size`` is never below the size committed when
+      its entry was queued, so a frontend that asks from the committed size it
+      knew before queueing, and then from each snapshot's size, sees every
+      assignment of its entries become final.
+    * ``wait(event, seen, timeout)`` blocks until the counter of ``event``
+      (:data:`ENTRIES_EVENT`, :data:`CHECKPOINT_EVENT`) differs from ``seen`` or
+      ``timeout`` passes, and returns the counter. Notifications are best effort:
+      callers poll at their timeout.
+    """
+
+    # -- frontends -------------------------------------------------------------------
+
+    @abstractmethod
+    def enqueue(self, entries: Sequence[tuple[bytes, bytes, bool]]) -> list[int]:
+        """Queue ``(leaf, record, dedup)`` entries; return their tickets, in order."""
+
+    @abstractmethod
+    def results(self, since: int) -> tuple[bytes | None, list[Assignment]]:
+        """The committed checkpoint and the assignments of ``size >= since``, in one snapshot."""
+
+    @abstractmethod
+    def wait(self, event: str, seen: int, timeout: float) -> int:
+        """Block until ``event``'s counter differs from ``seen`` or ``timeout``; return it."""
+
+    # -- the lease holder --------------------------------------------------------------
+
+    @abstractmethod
+    def claim(self, limit: int) -> list[QueuedEntry]:
+        """Up to ``limit`` waiting entries, oldest first, now claimed by this lease term."""
+
+    @abstractmethod
+    def release(self, keep: Sequence[int]) -> None:
+        """Make this term's claimed, unassigned entries not in ``keep`` claimable again."""
+
+    @abstractmethod
+    def assign(self, assignments: Sequence[Assignment], *, committed: bool) -> None:
+        """Durably record positions (before the checkpoint swap; needs the lease).
+
+        ``committed``: every ``size`` is already covered by the committed
+        checkpoint (a batch of duplicates only), so waiters are notified now.
+        """
+
+    @abstractmethod
+    def reset(self, size: int) -> None:
+        """Drop assignments past the committed ``size``; their entries wait again."""
+
+    @abstractmethod
+    def purge(self, size: int, older_than: float) -> int:
+        """Delete final assignments (``size`` at most ``size``) queued over
+        ``older_than`` seconds ago; return how many."""
+
+    def wake(self) -> None:  # noqa: B027 (optional: waits end at their timeout anyway)
+        """Make every ``wait`` in progress return now (the caller is shutting down)."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Stop notification threads and release connections."""

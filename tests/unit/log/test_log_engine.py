@@ -1,4 +1,5 @@
-"""The transparency-log engine (sigstack.log.engine) on memory and filesystem storage."""
+"""The transparency-log engine (sigstack.log.engine) on memory, filesystem and PostgreSQL
+storage (PostgreSQL cases are skipped without a server: see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -112,12 +113,15 @@ def check_integrated(results: list[Integrated], datas: list[bytes]) -> None:
         assert (body.origin, body.size, body.root_hash) == (cp.origin, cp.size, cp.root_hash)
 
 
-@pytest.fixture(params=["memory", "fs"])
+@pytest.fixture(params=["memory", "fs", "postgres"])
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], LogStorage]:
-    """A factory returning the same log's storage (a new object for the filesystem)."""
+    """A factory returning the same log's storage (a new object for fs and postgres)."""
     if request.param == "memory":
         shared = MemoryStorage()
         return lambda: shared
+    if request.param == "postgres":  # skipped without a server (see tests/conftest.py)
+        make: Callable[[], LogStorage] = request.getfixturevalue("postgres_storage")
+        return make
     return lambda: FilesystemStorage(tmp_path / "log")
 
 
@@ -428,9 +432,28 @@ def _open(storage: LogStorage, **kwargs: object) -> None:
 def _rewrite(storage: LogStorage, key: str, data_: bytes) -> None:
     if isinstance(storage, MemoryStorage):
         storage.set_object(key, data_)
-    else:
-        assert isinstance(storage, FilesystemStorage)
+    elif isinstance(storage, FilesystemStorage):
         (storage.root / key).write_bytes(data_)
+    else:  # PostgreSQL: an unfenced write (this object holds no lease once the log closed)
+        storage.put_many({key: data_})
+
+
+def _delete(storage: LogStorage, key: str) -> None:
+    if isinstance(storage, MemoryStorage):
+        storage.set_object(key, None)
+    elif isinstance(storage, FilesystemStorage):
+        (storage.root / key).unlink()
+    else:
+        import psycopg
+
+        from sigstack.log.postgres import PostgresStorage
+
+        assert isinstance(storage, PostgresStorage)
+        with psycopg.connect(storage._dsn, autocommit=True) as conn:
+            conn.execute(
+                "DELETE FROM sigstack_objects WHERE log = %s AND key = %s",
+                (storage.log_name, key),
+            )
 
 
 def test_tampered_checkpoint_signature_is_refused(storage: LogStorage) -> None:
@@ -499,11 +522,7 @@ def test_tampered_last_full_tile_is_refused(storage: LogStorage) -> None:
 
 def test_missing_tile_is_refused(storage: LogStorage) -> None:
     _grown(storage, 300)
-    if isinstance(storage, MemoryStorage):
-        storage.set_object("tile/0/001.p/44", None)
-    else:
-        assert isinstance(storage, FilesystemStorage)
-        (storage.root / "tile/0/001.p/44").unlink()
+    _delete(storage, "tile/0/001.p/44")
     with pytest.raises(LogIntegrityError, match="missing"):
         _open(storage)
 

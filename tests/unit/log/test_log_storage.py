@@ -55,11 +55,14 @@ def test_invalid_keys(key: str) -> None:
 # --- the contract, on every backend -----------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "fs"])
+@pytest.fixture(params=["memory", "fs", "postgres"])
 def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], LogStorage]:
     if request.param == "memory":
         shared = MemoryStorage()
         return lambda: shared
+    if request.param == "postgres":  # skipped without a server (see tests/conftest.py)
+        make: Callable[[], LogStorage] = request.getfixturevalue("postgres_storage")
+        return make
     return lambda: FilesystemStorage(tmp_path / "log")
 
 
@@ -108,12 +111,28 @@ def test_swap_checkpoint_is_compare_and_swap(make_storage: Callable[[], LogStora
 def test_writer_lease_is_exclusive(make_storage: Callable[[], LogStorage]) -> None:
     first, second = make_storage(), make_storage()
     first.acquire_writer()
+    first.check_writer()
     with pytest.raises(Conflict):
         second.acquire_writer()
     first.release_writer()
     first.release_writer()  # idempotent
     second.acquire_writer()
+    second.check_writer()
     second.release_writer()
+
+
+def test_index_add_lookup_truncate(make_storage: Callable[[], LogStorage]) -> None:
+    storage = make_storage()
+    a, b = b"\x01" * 32, b"\x02" * 32
+    storage.index_add([("leaf", a, 0), ("leaf", b, 1), ("leaf", a, 5), ("digest", a, 2)])
+    storage.index_add([("leaf", a, 0)])  # idempotent
+    assert storage.index_lookup("leaf", [a, b, b"\x03" * 32], 10) == {a: [0, 5], b: [1]}
+    assert storage.index_lookup("leaf", [a], 5) == {a: [0]}
+    assert storage.index_lookup("digest", [a], 10) == {a: [2]}
+    storage.index_truncate(2)
+    assert make_storage().index_lookup("leaf", [a, b], 10) == {a: [0], b: [1]}
+    with pytest.raises(InvalidRequest):
+        storage.index_add([("Bad NS", a, 0)])
 
 
 # --- filesystem specifics -----------------------------------------------------------------------
@@ -194,6 +213,17 @@ def test_importing_the_engine_loads_no_storage_driver() -> None:
 
 
 # --- memory fault injection ---------------------------------------------------------------------
+
+
+def test_memory_lease_check() -> None:
+    storage = MemoryStorage()
+    with pytest.raises(Conflict, match="not held"):
+        storage.check_writer()
+    storage.acquire_writer()
+    storage.check_writer()
+    storage.fault = FaultPlan(Fault.FAIL, operation="check_writer")
+    with pytest.raises(StorageError):
+        storage.check_writer()
 
 
 def test_memory_fault_not_persisted() -> None:

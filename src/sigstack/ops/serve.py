@@ -1,0 +1,486 @@
+"""`sigstack serve rekor`: serve one service of an existing stack on its own, as one of many.
+
+    sigstack serve rekor [--data-dir DIR] [--passphrase-file F] [--host H] --port N
+                         [--log-storage postgresql://USER@HOST:PORT/DBNAME] [--log-name NAME]
+                         [--copy-filesystem-log] [--verbose]
+
+Serves ONLY Rekor v2 (write path, tlog-tiles read path, /healthz, /metrics) with the
+keys of the stack in ``DIR`` (loaded and verified exactly as ``sigstack up`` loads
+them; nothing in ``DIR`` is written).
+
+Where the log lives:
+
+* default: the stack's own filesystem log ``DIR/logs/rekor``. One process at a time
+  (a second one, or ``sigstack up`` on the same directory, is refused);
+* ``--log-storage postgresql://...``: the log lives in PostgreSQL under ``--log-name``
+  (default ``rekor``), and any number of ``sigstack serve rekor`` processes (on any
+  machines reaching the database) serve it together: each accepts entries and serves
+  reads; exactly one at a time, the holder of the writer lease, sequences and signs
+  (see :mod:`sigstack.log.postgres` and :mod:`sigstack.log.engine`). If the process
+  that sequences dies, another takes over within about a second. Every role change is
+  printed (``sigstack serve rekor: role sequencer (lease term 3)``) and ``/healthz``
+  reports ``role``, ``size`` and the lease term.
+
+Creating the log in PostgreSQL: the first process finds no log under that name and
+creates it, once, as the continuation of the stack's filesystem log. Whatever the key
+has signed must stay one tree, so the database log is that log's copy (objects first,
+checkpoint last, under the filesystem log's writer lock so that no ``sigstack up``
+appends meanwhile), never a new tree under the same key and origin (a split view):
+
+* a new stack's log (empty, or holding only the genesis entry sigstack logs at init)
+  is copied without asking;
+* a log holding more (it has been served) is copied only with
+  ``--copy-filesystem-log``: moving a served log is the operator's decision;
+* an existing database log is never created over: it is opened and verified (its
+  checkpoint must verify with the stack's Rekor key and name its origin).
+
+Once the log is in PostgreSQL, do not serve ``DIR/logs/rekor`` with ``sigstack up``
+any more: two logs growing apart under one key are a fork.
+
+The service listens on loopback only and answers only to its own ``Host`` (like
+``sigstack up``); put a TLS proxy in front to serve a network. Give the database
+password with ``PGPASSWORD`` or ``~/.pgpass`` rather than in the URL (the process list
+shows command lines); it is never printed.
+
+SIGINT/SIGTERM stop the process cleanly: the HTTP server drains, the log integrates
+what it holds, the lease is released (a follower takes over at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sigstack.core.errors import ConfigError, Conflict, SigstackError, StateError
+
+if TYPE_CHECKING:  # the command line imports this module to build its parser: keep it light
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from sigstack.log.engine import TransparencyLog
+    from sigstack.log.fs import FilesystemStorage
+    from sigstack.log.storage import LogStorage, SharedQueue
+    from sigstack.stack import bootstrap
+    from sigstack.stack.state import StateDir
+
+__all__ = ["add_arguments", "main", "run_serve"]
+
+log = logging.getLogger("sigstack.serve")
+
+SERVICES = ("rekor",)
+READY_LINE = "sigstack serve rekor is ready"
+"""Printed (followed by the URL) once /healthz answers."""
+ROLE_LINE = "sigstack serve rekor: role"
+"""Printed (followed by the role) at start and at every role change."""
+DEFAULT_LOG_NAME = "rekor"
+_COPY_CHUNK = 256
+_NEW_LOG_SIZE = 1
+"""Entries a new stack's Rekor log holds: its genesis entry (see ``stack.genesis``)."""
+_CREATE_ATTEMPTS = 100
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a valid port (1-65535)")
+    return port
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``sigstack serve`` (see the module docstring)."""
+    parser.add_argument("service", choices=SERVICES, help="the service to serve")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="state directory of the stack whose keys to use "
+        "(default: $SIGSTACK_DATA_DIR or ~/.local/share/sigstack)",
+    )
+    parser.add_argument(
+        "--passphrase-file",
+        type=Path,
+        default=None,
+        help="file holding the key passphrase (default: $SIGSTACK_PASSPHRASE, or the "
+        "passphrase generated into DIR/secrets at init)",
+    )
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="loopback address to listen on (default: the stack's host, else 127.0.0.1)",
+    )
+    parser.add_argument("--port", type=_port, required=True, help="port to listen on")
+    parser.add_argument(
+        "--log-storage",
+        default=None,
+        metavar="URL",
+        help="put the log in PostgreSQL (postgresql://USER@HOST:PORT/DBNAME; give the "
+        "password with PGPASSWORD or ~/.pgpass); default: the stack's filesystem log",
+    )
+    parser.add_argument(
+        "--log-name",
+        default=DEFAULT_LOG_NAME,
+        help=f"name of the log in the database (default: {DEFAULT_LOG_NAME})",
+    )
+    parser.add_argument(
+        "--copy-filesystem-log",
+        action="store_true",
+        help="when the database has no log yet and the stack's filesystem log has been "
+        "served (holds more than its genesis entry), copy it into the database "
+        "(without this, that case is refused)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log requests and details")
+
+
+# --- the log --------------------------------------------------------------------------------
+
+
+def _checkpoint_size(note: bytes, verifier: Any, where: str) -> int:
+    from sigstack.core.errors import VerificationError
+    from sigstack.core.note import open_note, parse_checkpoint
+
+    try:
+        text, _ = open_note(note, [verifier])
+        return parse_checkpoint(text).size
+    except VerificationError as exc:
+        raise StateError(
+            where, f"checkpoint does not verify with the stack's Rekor key: {exc}"
+        ) from exc
+
+
+def _stored_keys(root: Path) -> Iterator[str]:
+    """Every object key of a filesystem log (hidden files and the checkpoint excluded)."""
+    from sigstack.log.storage import CHECKPOINT_KEY
+
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not any(p.startswith(".") for p in rel.parts):
+            key = rel.as_posix()
+            if key != CHECKPOINT_KEY:
+                yield key
+
+
+def _copy_log(source: FilesystemStorage, target: LogStorage, note: bytes) -> int:
+    """Copy every object of ``source`` to ``target``, then its checkpoint ``note``."""
+
+    keys = list(_stored_keys(source.root))
+    for start in range(0, len(keys), _COPY_CHUNK):
+        chunk = keys[start : start + _COPY_CHUNK]
+        items: dict[str, bytes] = {}
+        for key in chunk:
+            data = source.get(key)
+            if data is not None:
+                items[key] = data
+        target.put_many(items)
+    target.check_writer()
+    target.swap_checkpoint(None, note)
+    return len(keys)
+
+
+def ensure_database_log(
+    storage: LogStorage,
+    material: bootstrap.Material,
+    *,
+    copy_filesystem_log: bool,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Create the database log once, as the continuation of the stack's filesystem log.
+
+    See the module docstring. Several processes starting at once are fine: one
+    creates, the others find the log (while the creator holds the writer lease they
+    wait and look again).
+    """
+    from sigstack.log.engine import TransparencyLog
+    from sigstack.log.fs import FilesystemStorage
+
+    signer = material.rekor_signer()
+    verifier = signer.verifier()
+    origin = material.log_origin("rekor")
+    fs_root = material.state.log_dir("rekor")
+    where = _where(storage)
+    for _ in range(_CREATE_ATTEMPTS):
+        if storage.read_checkpoint() is not None:
+            return
+        source = FilesystemStorage(fs_root)
+        fs_note = source.read_checkpoint()
+        fs_size = 0 if fs_note is None else _checkpoint_size(fs_note, verifier, str(fs_root))
+        if fs_size > _NEW_LOG_SIZE and not copy_filesystem_log:
+            raise ConfigError(
+                f"{where} does not exist yet, and this stack's Rekor log at {fs_root} holds "
+                f"{fs_size} entries signed with the same key: the database log must continue "
+                "that tree (a new one would be a second, inconsistent log under that key: a "
+                "split view). Pass --copy-filesystem-log to copy it into the database"
+            )
+        try:
+            if fs_note is None:
+                TransparencyLog.create(storage, signer, origin)
+                say(f"created the Rekor log at {where}")
+            else:
+                count = _copy_locked(source, storage, fs_note)
+                if count is None:
+                    return  # another process copied it meanwhile
+                say(
+                    f"copied the Rekor log ({fs_size} entries, {count} objects) from {fs_root} "
+                    f"to {where}"
+                )
+            say(
+                f"do not serve {fs_root} with `sigstack up` any more: the log lives in the database"
+            )
+            return
+        except Conflict:
+            if storage.read_checkpoint() is not None:
+                return  # another process created it meanwhile
+            time.sleep(0.1)  # its creator holds the lease: look again
+    raise Conflict(
+        f"could not create {where}: its writer lease stayed busy; is another process creating it?"
+    )
+
+
+def _copy_locked(source: FilesystemStorage, target: LogStorage, note: bytes) -> int | None:
+    """Copy under both writer locks; None if the target log appeared meanwhile.
+
+    The database lease first: it serializes the processes that start together (the
+    others get ``Conflict`` and look again); then the filesystem log's writer lock,
+    so that no ``sigstack up`` appends while we copy.
+    """
+    target.acquire_writer()
+    try:
+        if target.read_checkpoint() is not None:
+            return None
+        try:
+            source.acquire_writer()
+        except Conflict as exc:
+            raise ConfigError(
+                f"the stack's Rekor log at {source.root} is being written (is `sigstack up` "
+                "running on this directory?); stop it before copying the log"
+            ) from exc
+        try:
+            if source.read_checkpoint() != note:
+                raise ConfigError(
+                    f"the stack's Rekor log at {source.root} changed while it was being "
+                    "copied; try again"
+                )
+            return _copy_log(source, target, note)
+        finally:
+            source.release_writer()
+    finally:
+        target.release_writer()
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+class _HealthWithRole:
+    """``GET /healthz`` with the log's role, size and lease term (other paths pass through)."""
+
+    def __init__(self, app: ASGIApp, tlog: TransparencyLog, storage: LogStorage) -> None:
+        self.app = app
+        self.tlog = tlog
+        self.storage = storage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from sigstack.log.engine import SEQUENCER
+        from sigstack.services.http import json_response
+
+        if scope["type"] == "http" and scope["path"] == "/healthz" and scope["method"] == "GET":
+            details: dict[str, Any] = dict(self.tlog.status())
+            term = getattr(self.storage, "epoch", None)
+            if term and details.get("role") == SEQUENCER:
+                details["lease_term"] = term
+            try:
+                self.tlog.check_accepting()
+            except SigstackError as exc:
+                answer = json_response(
+                    {"status": "unavailable", "reason": exc.message, **details}, 503
+                )
+            else:
+                answer = json_response({"status": "ok", **details})
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _where(storage: LogStorage) -> str:
+    """Where the log lives, for people (never the database password)."""
+    from sigstack.log.fs import FilesystemStorage
+
+    if isinstance(storage, FilesystemStorage):
+        return str(storage.root)
+    return f"{getattr(storage, 'url', '?')}, log {getattr(storage, 'log_name', '?')!r}"
+
+
+def _allowed_hosts(host: str, port: int) -> list[str]:
+    url_host = f"[{host}]" if ":" in host else host
+    names = {url_host, "127.0.0.1", "localhost", "[::1]"}
+    return sorted(f"{name}:{port}" for name in names)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def _default_host(state: StateDir) -> str:
+    from sigstack.stack.config import DEFAULT_HOST, Endpoints
+
+    if state.stack_config_path.exists():
+        return Endpoints.load(state.stack_config_path).host
+    return DEFAULT_HOST
+
+
+def _open_storage(
+    args: argparse.Namespace, state: StateDir, host: str
+) -> tuple[LogStorage, SharedQueue | None]:
+    """The log's storage, and its shared queue when the log is in PostgreSQL."""
+    from sigstack.log.fs import FilesystemStorage
+
+    url = args.log_storage
+    if url is None:
+        return FilesystemStorage(state.log_dir("rekor")), None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "--log-storage must be a postgresql:// URL (the filesystem log is the default)"
+        )
+    from sigstack.log.postgres import PostgresStorage
+
+    holder = f"sigstack serve rekor on {host}:{args.port}, {socket.gethostname()} pid {os.getpid()}"
+    storage = PostgresStorage(url, args.log_name, holder=holder)
+    return storage, storage.shared_queue()
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from sigstack.core.net import is_loopback_host
+    from sigstack.log.engine import SEQUENCER, ClusterPolicy, TransparencyLog
+    from sigstack.services.http import HostGuard
+    from sigstack.services.rekor.api import create_rekor_app
+    from sigstack.services.rekor.service import RekorService
+    from sigstack.stack import bootstrap
+    from sigstack.stack.state import StateDir, resolve_passphrase
+    from sigstack.stack.supervisor import Supervisor, bind_socket
+
+    state = StateDir(Path(args.data_dir).resolve())
+    if not state.is_initialized():
+        state.check_not_partial()
+        raise StateError(
+            state.manifest_path, "no sigstack state here; create it with `sigstack init` first"
+        )
+    host = args.host or _default_host(state)
+    if not is_loopback_host(host):
+        raise ConfigError(
+            f"host {host!r} is not a loopback address: `sigstack serve` serves plain HTTP for "
+            "one machine; serving a network needs TLS in front of it"
+        )
+    sock = bind_socket("rekor", host, args.port)
+    # Accepted connections inherit this (Linux). bind_socket's socket has proto 0, for
+    # which asyncio does not set TCP_NODELAY itself: every answer on a kept-alive
+    # connection would wait ~40 ms for a delayed ACK (Nagle).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        material = await asyncio.to_thread(
+            bootstrap.load, state, resolve_passphrase(args.passphrase_file)
+        )
+        storage, shared = _open_storage(args, state, host)
+    except BaseException:
+        sock.close()
+        raise
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{args.port}"
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def say(line: str) -> None:
+        print(f"sigstack serve rekor: {line}", flush=True)
+
+    def on_role(role: str) -> None:
+        term = getattr(storage, "epoch", None)
+        suffix = f" (lease term {term})" if term and role == SEQUENCER else ""
+        print(f"{ROLE_LINE} {role}{suffix}", flush=True)
+
+    async with contextlib.AsyncExitStack() as resources:
+        resources.callback(sock.close)
+        resources.callback(storage.close)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+            resources.callback(loop.remove_signal_handler, sig)
+        signer = material.rekor_signer()
+        if shared is not None:
+            await asyncio.to_thread(
+                ensure_database_log,
+                storage,
+                material,
+                copy_filesystem_log=args.copy_filesystem_log,
+                say=say,
+            )
+        tlog = TransparencyLog(
+            storage,
+            signer,
+            material.log_origin("rekor"),
+            verifier=signer.verifier(),
+            shared=shared,
+            cluster=ClusterPolicy(),
+            on_role=on_role,
+        )
+        await asyncio.to_thread(tlog.open)
+        resources.push_async_callback(asyncio.to_thread, tlog.close)
+        if shared is None or tlog.role != SEQUENCER:  # a shared sequencer said so already
+            on_role(tlog.role)
+        app = create_rekor_app(RekorService(tlog, signer.verifier().key_id))
+        guarded = HostGuard(_HealthWithRole(app, tlog, storage), _allowed_hosts(host, args.port))
+        supervisor = Supervisor(access_log=args.verbose)
+        resources.push_async_callback(supervisor.stop)
+        await supervisor.start("rekor", guarded, sock, url)
+        where = _where(storage)
+        print(f"{READY_LINE} on {url} (log at {where}; role {tlog.role})", flush=True)
+        stop_task = asyncio.create_task(stop.wait())
+        exit_task = asyncio.create_task(supervisor.wait_any_exit())
+        done, _ = await asyncio.wait({stop_task, exit_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        exit_task.cancel()
+        crashed = exit_task in done
+        say("stopping")
+    if crashed:
+        say("the HTTP server stopped unexpectedly")
+        return 1
+    say("stopped cleanly")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``sigstack serve`` (see the module docstring). Returns the exit status."""
+    if args.data_dir is None:
+        from sigstack.cli import default_data_dir
+
+        args.data_dir = default_data_dir()
+    return asyncio.run(_serve(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sigstack.ops.serve``: the command on its own (before it is in the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="sigstack serve", description="Serve one service of an existing sigstack stack."
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return run_serve(args)
+    except SigstackError as exc:
+        print(f"sigstack: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
