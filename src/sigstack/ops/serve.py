@@ -234,6 +234,7 @@ def ensure_database_log(
                     f"copied the Rekor log ({fs_size} entries, {count} objects) from {fs_root} "
                     f"to {where}"
                 )
+            _mark_moved(material.state.moved_marker("rekor"), where)
             say(
                 f"do not serve {fs_root} with `sigstack up` any more: the log lives in the database"
             )
@@ -245,6 +246,20 @@ def ensure_database_log(
     raise Conflict(
         f"could not create {where}: its writer lease stayed busy; is another process creating it?"
     )
+
+
+def _mark_moved(marker: Path, where: str) -> None:
+    """Leave a record in the filesystem log that it now lives elsewhere.
+
+    ``sigstack up`` refuses to serve a log with this marker: appending to the old copy
+    would fork the tree that the database log continues.
+    """
+    from sigstack.core.clock import rfc3339, utcnow
+    from sigstack.core.encoding import json_document
+    from sigstack.fsutil import atomic_write, make_dirs
+
+    make_dirs(marker.parent)
+    atomic_write(marker, json_document({"moved_to": where, "at": rfc3339(utcnow())}), 0o644)
 
 
 def _copy_locked(source: FilesystemStorage, target: LogStorage, note: bytes) -> int | None:

@@ -254,6 +254,10 @@ class StateDir:
     def log_dir(self, name: str) -> Path:
         return self.logs_dir / name
 
+    def moved_marker(self, name: str) -> Path:
+        """Written when a log was moved out of this directory (to PostgreSQL)."""
+        return self.log_dir(name) / "MOVED.json"
+
     def is_initialized(self) -> bool:
         return self.manifest_path.exists()
 

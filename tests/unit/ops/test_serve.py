@@ -96,6 +96,8 @@ def test_a_new_stack_log_is_continued_in_the_database_once(
     ensure_database_log(storage, material, copy_filesystem_log=False, say=said.append)
     assert storage.read_checkpoint() == fs_note  # the same tree (its genesis entry, if any)
     assert any("copied" in line for line in said)
+    marker = material.state.moved_marker("rekor")
+    assert "moved_to" in marker.read_text()  # `sigstack up` will refuse the old copy
     ensure_database_log(db(), material, copy_filesystem_log=False, say=said.append)
     assert storage.read_checkpoint() == fs_note  # never created over
     log = _open(db(), material)
