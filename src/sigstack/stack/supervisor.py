@@ -59,8 +59,12 @@ def bind_socket(service: str, host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot resolve host {host!r} for {service}: {exc}") from exc
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, socktype, proto, _, address = infos[0]
+    # The protocol must be IPPROTO_TCP, not 0: asyncio disables Nagle's algorithm on
+    # accepted connections only when it is. With Nagle on, an answer written as two
+    # segments (head, then body) on a kept-alive connection waits ~40 ms for the
+    # client's delayed ACK.
+    sock = socket.socket(family, socktype, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)

@@ -113,3 +113,28 @@ def test_health_checks_ignore_proxy_settings(monkeypatch: pytest.MonkeyPatch) ->
             await supervisor.stop()
 
     asyncio.run(scenario())
+
+
+def test_accepted_connections_disable_nagle() -> None:
+    """Kept-alive answers must not wait ~40 ms for the client's delayed ACK."""
+
+    async def scenario() -> int:
+        sock, _ = _socket()
+        seen: list[int] = []
+
+        async def handle(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted = writer.get_extra_info("socket")
+            seen.append(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+        return seen[0]
+
+    assert asyncio.run(scenario()) != 0
