@@ -4,6 +4,10 @@
     sigstack init   [--data-dir DIR] ...        create (or verify) the state, serve nothing
     sigstack token  [--data-dir DIR] --email E  print a fresh ID token from the built-in issuer
     sigstack bench stack [--runs N] [--json]    measure start-up, sign, verify and memory
+    sigstack bench rekor [--url URL] [--rate R] [--duration S] [--writers W] [--readers N] [--json]
+                                                load Rekor v2 over HTTP: writes/s, time-to-integrate
+    sigstack bench engine [--entries N] [--storage memory|fs] [--prefill M] [--json]
+                                                the log engine alone: entries/s, proof latency
     sigstack version
 
 Exit status: 0 on success, 1 on an error sigstack explains (the message names what is
@@ -96,13 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--audience", default="sigstore", help="aud claim (default: sigstore)")
     token.add_argument("--lifetime", type=int, default=None, help="seconds until expiry")
 
-    bench = sub.add_parser("bench", help="measure a throw-away stack (see `bench stack -h`)")
+    bench = sub.add_parser(
+        "bench", help="benchmarks: stack, rekor, engine (see `sigstack bench SCENARIO -h`)"
+    )
     bench_sub = bench.add_subparsers(dest="scenario", required=True)
     stack_bench = bench_sub.add_parser(
         "stack", help="time to ready, sign and verify with sigstore-python, resident memory"
     )
     stack_bench.add_argument("--runs", type=int, default=5, help="sign/verify rounds (median)")
     stack_bench.add_argument("--json", action="store_true", help="print one JSON object")
+    from sigstack.ops.bench import options as bench_options
+
+    bench_options.add_rekor_parser(bench_sub)
+    bench_options.add_engine_parser(bench_sub)
 
     sub.add_parser("version", help="print the version")
     return parser
@@ -122,9 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         args.data_dir = default_data_dir()
     try:
         if args.command == "bench":
-            from sigstack.ops.bench import run_stack_bench
+            from sigstack.ops import bench
 
-            return run_stack_bench(args)
+            runner = {
+                "stack": bench.run_stack_bench,
+                "rekor": bench.run_rekor_bench,
+                "engine": bench.run_engine_bench,
+            }[args.scenario]
+            return runner(args)
         if args.command == "up":
             from sigstack.stack.up import run_up
 

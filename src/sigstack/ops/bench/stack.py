@@ -1,4 +1,4 @@
-"""`sigstack bench stack`: how fast a stack starts, signs and verifies, and its memory.
+"""``sigstack bench stack``: how fast a stack starts, signs and verifies, and its memory.
 
 Measured on a throw-away stack (a temporary state directory, free loopback ports),
 driven the way users drive it:
@@ -19,99 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sigstack.core.errors import Unavailable
-from sigstack.stack.config import SERVICES
-
-READY_LINE = "sigstack is ready"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-class _Stack:
-    def __init__(self, data_dir: Path, ports: dict[str, int]) -> None:
-        self.data_dir = data_dir
-        self.ports = ports
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self, timeout: float = 120.0) -> float:
-        args = [sys.executable, "-m", "sigstack", "up", "--data-dir", str(self.data_dir)]
-        for service, port in self.ports.items():
-            args += [f"--{service}-port", str(port)]
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "NO_COLOR": "1"},
-        )
-        ready = threading.Event()
-        output: list[str] = []
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                output.append(line)
-                if READY_LINE in line:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        while not ready.wait(0.01):
-            if self.proc.poll() is not None or time.perf_counter() - started > timeout:
-                self.stop()
-                raise Unavailable("sigstack up did not become ready:\n" + "".join(output[-20:]))
-        return time.perf_counter() - started
-
-    def memory_kib(self) -> dict[str, int]:
-        assert self.proc is not None
-        fields = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0])
-        return fields
-
-    def stop(self) -> float:
-        if self.proc is None:
-            return 0.0
-        started = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-        return time.perf_counter() - started
+from sigstack.ops.bench.procs import ThrowawayStack
+from sigstack.ops.bench.report import print_table
 
 
 def _median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 1)
 
 
-def _client_figures(stack: _Stack, runs: int, token: str) -> dict[str, Any]:
+def _client_figures(stack: ThrowawayStack, runs: int, token: str) -> dict[str, Any]:
     try:
         from sigstore.models import Bundle, ClientTrustConfig
         from sigstore.oidc import IdentityToken
@@ -130,54 +54,36 @@ def _client_figures(stack: _Stack, runs: int, token: str) -> dict[str, Any]:
         "XDG_DATA_HOME": str(work / "d"),
     }
 
-    cli_sign, cli_verify = [], []
-    for i in range(runs):
-        artifact = work / f"artifact-{i}.txt"
-        artifact.write_text(f"benchmark artifact {i}\n")
-        bundle = work / f"artifact-{i}.sigstore.json"
+    def cli(*arguments: str) -> float:
+        """Seconds one ``sigstore`` CLI process takes (it must succeed)."""
         t = time.perf_counter()
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sigstore",
-                "--trust-config",
-                str(trust_config),
-                "sign",
-                "--identity-token",
-                token,
-                "--bundle",
-                str(bundle),
-                str(artifact),
-            ],
+            [sys.executable, "-m", "sigstore", "--trust-config", str(trust_config), *arguments],
             env=env,
             check=True,
             capture_output=True,
         )
-        cli_sign.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sigstore",
-                "--trust-config",
-                str(trust_config),
+        return time.perf_counter() - t
+
+    cli_sign, cli_verify = [], []
+    for i in range(runs):
+        artifact = work / f"artifact-{i}.txt"
+        artifact.write_text(f"benchmark artifact {i}\n")
+        bundle = str(work / f"artifact-{i}.sigstore.json")
+        cli_sign.append(cli("sign", "--identity-token", token, "--bundle", bundle, str(artifact)))
+        cli_verify.append(
+            cli(
                 "verify",
                 "identity",
                 "--bundle",
-                str(bundle),
+                bundle,
                 "--cert-identity",
                 "bench@example.com",
                 "--cert-oidc-issuer",
                 issuer,
                 str(artifact),
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
+            )
         )
-        cli_verify.append(time.perf_counter() - t)
 
     config = ClientTrustConfig.from_json(trust_config.read_text())
     context = SigningContext.from_trust_config(config)
@@ -207,9 +113,7 @@ def run_stack_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print its figures."""
     runs = max(1, args.runs)
     with tempfile.TemporaryDirectory(prefix="sigstack-bench-") as tmp:
-        stack = _Stack(
-            Path(tmp) / "state", dict(zip(SERVICES, _free_ports(len(SERVICES)), strict=True))
-        )
+        stack = ThrowawayStack(Path(tmp) / "state")
         result: dict[str, Any] = {}
         try:
             result["first_start_to_ready_s"] = round(stack.start(), 3)
@@ -246,7 +150,5 @@ def run_stack_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value}")
+        print_table(result)
     return 0
