@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,22 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from sigstack.ops.bench.procs import free_ports
+
 SERVICES = ("oidc", "ctlog", "fulcio", "rekor", "tsa", "tuf")
 READY_TIMEOUT = 90.0
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports that were free on 127.0.0.1 a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -110,6 +97,15 @@ class StackProcess:
         code = self.proc.returncode
         self.proc = None
         return code
+
+    def kill(self) -> None:
+        """SIGKILL the stack (a crash: nothing gets to clean up) and reap it."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc = None
 
     def sigstack(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
