@@ -8,6 +8,10 @@
                                                 load Rekor v2 over HTTP: writes/s, time-to-integrate
     sigstack bench engine [--entries N] [--storage memory|fs] [--prefill M] [--json]
                                                 the log engine alone: entries/s, proof latency
+    sigstack serve rekor [--data-dir DIR] --port N [--log-storage postgresql://...] ...
+                                                serve Rekor alone, one of many frontends
+    sigstack fsck   [--data-dir DIR] [--log NAME|all] [--url URL --trusted-root F] [--json]
+                                                check a log: tiles, bundles and signed root
     sigstack version
 
 Exit status: 0 on success, 1 on an error sigstack explains (the message names what is
@@ -114,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench_options.add_rekor_parser(bench_sub)
     bench_options.add_engine_parser(bench_sub)
 
+    from sigstack.ops import fsck_options
+    from sigstack.ops import serve as serve_cmd
+
+    serve_cmd.add_arguments(
+        sub.add_parser(
+            "serve",
+            help="serve one service of an existing stack on its own (Rekor, on PostgreSQL)",
+            description="Serve one service of an existing stack, as one of many frontends.",
+        )
+    )
+    fsck_options.add_arguments(
+        sub.add_parser(
+            "fsck",
+            help="check a log at rest or served: every tile, bundle and the signed root",
+            description="Re-derive a log's tiles and root from its entries and verify them.",
+        )
+    )
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -148,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
             from sigstack.stack.up import run_init
 
             return run_init(args)
+        if args.command == "serve":
+            from sigstack.ops.serve import run_serve
+
+            return run_serve(args)
+        if args.command == "fsck":
+            from sigstack.ops.fsck import run_fsck
+
+            return run_fsck(args)
         if args.command == "token":
             from sigstack.stack.up import run_token
 

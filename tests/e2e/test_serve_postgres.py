@@ -237,7 +237,8 @@ def frontends(
     args = [
         sys.executable,
         "-m",
-        "sigstack.ops.serve",
+        "sigstack",
+        "serve",
         "rekor",
         "--data-dir",
         str(stack_dir),

@@ -36,14 +36,12 @@ from sigstack.fsutil import read_file
 from sigstack.log.fs import FilesystemStorage
 from sigstack.log.fsck import FsckReport, Reader, fsck, http_reader, storage_reader
 from sigstack.log.storage import CHECKPOINT_KEY, LogStorage
+from sigstack.ops.fsck_options import HTTP_LOGS, LOGS
 from sigstack.services.ctlog.sthnote import RFC6962NoteVerifier
 from sigstack.services.ctlog.submission import merkle_leaf_from_tile_leaf, split_tile_leaves
 from sigstack.services.rekor.v1 import leaf_of as rekor_v1_leaf_of
 from sigstack.stack.config import Endpoints
 from sigstack.stack.state import StateDir
-
-LOGS = ("rekor", "ctlog", "rekor-v1")
-HTTP_LOGS = ("rekor", "ctlog")  # Rekor v1 has no tile read path to check over HTTP
 
 
 @dataclass(frozen=True)
@@ -57,23 +55,6 @@ class Target:
     leaf_of: Callable[[bytes], bytes] | None
     storage: LogStorage | None
     where: str
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="stack state directory (at rest)"
-    )
-    parser.add_argument(
-        "--log", choices=[*LOGS, "all"], default=None, help="which log (default: all at rest)"
-    )
-    parser.add_argument("--url", default=None, help="check a log served at this base URL instead")
-    parser.add_argument(
-        "--trusted-root",
-        type=Path,
-        default=None,
-        help="trusted_root.json or a client trust config (with --url)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _trusted_root(path: Path) -> dict[str, Any]:

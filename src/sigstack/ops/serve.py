@@ -55,7 +55,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,7 +71,7 @@ if TYPE_CHECKING:  # the command line imports this module to build its parser: k
     from sigstack.stack import bootstrap
     from sigstack.stack.state import StateDir
 
-__all__ = ["add_arguments", "main", "run_serve"]
+__all__ = ["add_arguments", "run_serve"]
 
 log = logging.getLogger("sigstack.serve")
 
@@ -475,27 +474,3 @@ def run_serve(args: argparse.Namespace) -> int:
 
         args.data_dir = default_data_dir()
     return asyncio.run(_serve(args))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sigstack.ops.serve``: the command on its own (before it is in the CLI)."""
-    parser = argparse.ArgumentParser(
-        prog="sigstack serve", description="Serve one service of an existing sigstack stack."
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return run_serve(args)
-    except SigstackError as exc:
-        print(f"sigstack: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
