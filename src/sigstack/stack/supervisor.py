@@ -16,6 +16,11 @@ Guarantees:
 * Each server accepts at most ``MAX_CONNECTIONS`` concurrent connections and answers
   503 beyond that, so one flooded service cannot starve the process of descriptors.
 
+HTTP/1.1 is parsed by httptools (llhttp, in C) rather than h11, with a bounded request
+head and a deadline for receiving it (:mod:`sigstack.stack.httpproto`): at full load
+h11 was a quarter of Rekor's request CPU, and the C parser lifted the most entries/s
+one process sustains from about 1,850 to about 2,450.
+
 uvicorn normally installs its own signal handlers per server; with several servers
 in one loop they would fight, so servers here never touch signals: the owner of the
 loop (``sigstack up``) handles SIGINT/SIGTERM and calls ``stop()``.
@@ -37,6 +42,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from sigstack.core.errors import ConfigError, Unavailable
+from sigstack.stack.httpproto import BoundedHttpToolsProtocol
 
 log = logging.getLogger("sigstack.supervisor")
 
@@ -126,6 +132,7 @@ class Supervisor:
             timeout_graceful_shutdown=GRACE_PERIOD,
             server_header=False,
             limit_concurrency=MAX_CONNECTIONS,
+            http=BoundedHttpToolsProtocol,  # see the module docstring
         )
         server = _QuietServer(config)
         task = asyncio.create_task(self._serve(server, sock), name=f"serve-{name}")
