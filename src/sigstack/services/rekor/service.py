@@ -33,7 +33,6 @@ import hashlib
 import logging
 from typing import Any
 
-import rfc8785
 from pydantic import ValidationError
 from sigstore_models.rekor.v2.dsse import DSSERequestV002
 from sigstore_models.rekor.v2.entry import CreateEntryRequest
@@ -41,7 +40,7 @@ from sigstore_models.rekor.v2.hashedrekord import HashedRekordRequestV002
 from sigstore_models.rekor.v2.verifier import Verifier
 
 from sigstack.core import keys, pki
-from sigstack.core.encoding import b64
+from sigstack.core.encoding import b64, canonical_json
 from sigstack.core.errors import ConfigError, InvalidRequest, NotFound, VerificationError
 from sigstack.log.engine import Entry, TransparencyLog
 from sigstack.services.rekor import dsse
@@ -98,10 +97,10 @@ class RekorService:
                 f"invalid CreateEntryRequest at {where}: {first.get('msg')}"
             ) from exc
         if request.dsse_request_v002 is not None:
-            return DSSE, rfc8785.dumps(_dsse_entry(request.dsse_request_v002))
+            return DSSE, canonical_json(_dsse_entry(request.dsse_request_v002))
         hr = request.hashed_rekord_request_v002
         assert hr is not None  # the model guarantees exactly one request kind
-        return HASHEDREKORD, rfc8785.dumps(_hashedrekord_entry(hr))
+        return HASHEDREKORD, canonical_json(_hashedrekord_entry(hr))
 
     def checkpoint(self) -> bytes:
         """The latest signed checkpoint (C2SP signed note)."""

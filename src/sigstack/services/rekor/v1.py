@@ -45,12 +45,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import rfc8785
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sigstack.core.clock import Clock, utc, utcnow
-from sigstack.core.encoding import b64
+from sigstack.core.encoding import b64, canonical_json
 from sigstack.core.errors import (
     ConfigError,
     Conflict,
@@ -143,7 +142,7 @@ def encode_record(body: bytes, integrated_time: int, digests: Sequence[str] = ()
     }
     if digests:
         doc["digests"] = list(digests)
-    return rfc8785.dumps(doc)
+    return canonical_json(doc)
 
 
 def decode_record(record: bytes) -> Record:
@@ -336,7 +335,7 @@ class RekorV1Service:
             "logID": self._log_id.hex(),
             "logIndex": index,
         }
-        set_signature = self._key.sign(rfc8785.dumps(anon), ec.ECDSA(hashes.SHA256()))
+        set_signature = self._key.sign(canonical_json(anon), ec.ECDSA(hashes.SHA256()))
         anon["verification"] = {
             "inclusionProof": {
                 "checkpoint": checkpoint.note.decode("utf-8"),

@@ -44,6 +44,7 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sigstack.core import keys
+from sigstack.core.encoding import canonical_json
 from sigstack.core.errors import InvalidRequest, VerificationError
 from sigstack.services.rekor import dsse
 from sigstack.services.rekor.material import PemVerifier, load_pem_verifier, san_values
@@ -130,7 +131,7 @@ def _sha256_hash(value: Any, where: str) -> dict[str, str]:
 
 def _dump(doc: dict[str, Any]) -> bytes:
     try:
-        return rfc8785.dumps(doc)
+        return canonical_json(doc)
     except (rfc8785.CanonicalizationError, UnicodeError, ValueError) as exc:
         raise InvalidRequest(f"the entry cannot be canonicalized: {exc}") from exc
 
