@@ -70,8 +70,19 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
         fsync_dir(directory.parent)
 
 
-def write_temp(path: Path, data: bytes, mode: int = 0o644) -> Path:
-    """A new, fsynced temporary file holding ``data`` in ``path``'s directory."""
+def fsync_path(path: Path) -> None:
+    """fsync the file at ``path`` (written earlier without ``sync``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_temp(path: Path, data: bytes, mode: int = 0o644, *, sync: bool = True) -> Path:
+    """A new temporary file holding ``data`` in ``path``'s directory, fsynced unless
+    ``sync`` is false (the caller then fsyncs it with :func:`fsync_path` before relying
+    on it)."""
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
@@ -80,7 +91,8 @@ def write_temp(path: Path, data: bytes, mode: int = 0o644) -> Path:
             written = os.write(fd, view)
             view = view[written:]
         os.fchmod(fd, mode)  # the creation mode is filtered by the umask
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         unlink_quietly(tmp)

@@ -11,7 +11,8 @@ Contract (see :mod:`sigstack.log.storage`), and how it is met:
   uniquely named temporary file in the target's own directory (names start
   with ``.``, which no key can), ``fsync``-ed, then renamed over the target with
   ``os.replace``. Readers see the old or the new file, never a partial one.
-* Durability: ``put_many`` fsyncs every file, renames them, then fsyncs each
+* Durability: ``put_many`` writes every file, fsyncs them all (concurrently,
+  so the file system can commit one journal transaction for many), renames them, then fsyncs each
   directory that received a rename; new directories are created one level at
   a time and their parent fsynced. When ``put_many`` or ``swap_checkpoint``
   returns, the data and the names survive power loss (on filesystems that
@@ -40,13 +41,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sigstack.core.errors import Conflict, StateError, StorageError
 from sigstack.fsutil import (
     atomic_write,
     fsync_dir,
+    fsync_path,
     locked,
     make_dirs,
     open_lock,
@@ -74,6 +77,26 @@ CREATE TABLE IF NOT EXISTS entry_index (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entry_index_pos ON entry_index (pos);
 """
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_FLUSHERS = 8
+
+
+def _in_parallel(flush: Callable[[Path], None], paths: list[Path]) -> None:
+    """``flush`` every path, concurrently when there are several; the first error raises."""
+    global _POOL
+    if len(paths) <= 1:
+        for path in paths:
+            flush(path)
+        return
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_FLUSHERS, thread_name_prefix="sigstack-fsync")
+        pool = _POOL
+    for future in [pool.submit(flush, path) for path in paths]:
+        future.result()
 
 
 class FilesystemStorage(LogStorage):
@@ -116,10 +139,16 @@ class FilesystemStorage(LogStorage):
         staged: list[tuple[Path, Path]] = []
         current = self.root
         try:
-            for path, data in targets:
+            for path, _data in targets:
                 current = path
                 self._ensure_dir(path.parent)
-                staged.append((write_temp(path, data, _FILE_MODE), path))
+            # Every file is written before any is flushed, and the flushes run side
+            # by side: the file system commits its journal once for many of them.
+            for path, data in targets:
+                current = path
+                staged.append((write_temp(path, data, _FILE_MODE, sync=False), path))
+            current = self.root
+            _in_parallel(fsync_path, [tmp for tmp, _ in staged])
             dirs: dict[Path, None] = {}
             while staged:
                 tmp, path = staged[0]
@@ -127,9 +156,8 @@ class FilesystemStorage(LogStorage):
                 os.replace(tmp, path)
                 staged.pop(0)
                 dirs[path.parent] = None
-            for directory in dirs:
-                current = directory
-                fsync_dir(directory)
+            current = self.root
+            _in_parallel(fsync_dir, list(dirs))
         except OSError as exc:
             raise StorageError(f"could not write {current}: {exc.strerror or exc}") from exc
         finally:
