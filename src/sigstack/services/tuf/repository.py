@@ -10,6 +10,7 @@ sigstore-js and cosign fetch)::
     {N}.targets.json              targets versions, never modified
     targets/{sha256}.{name}       target files, content-addressed, never modified
     .lock                         flock(2) serialising writers (not served)
+    .timestamp-high-water.json    highest timestamp version ever written (not served)
 
 Metadata is built and signed with python-tuf's Metadata API and securesystemslib's
 ``CryptoSigner``; this module adds the lifecycle around it. Guarantees:
@@ -38,14 +39,29 @@ Metadata is built and signed with python-tuf's Metadata API and securesystemslib
 * **Versions never go backwards.** A new root, targets or snapshot version is always
   above every version of that role on disk (a lower or equal one is refused with
   ``StateError``, whatever the loaded state says). ``timestamp.json`` has no versioned
-  files, so each ``TufRepository`` remembers the highest timestamp version it has
-  loaded or written: a ``timestamp.json`` found rolled back below it (or replaced at the
-  same version) is refused with ``StateError`` rather than loaded and re-signed.
-  Limit: that memory is per process. A ``timestamp.json`` rolled back while no process
-  holds the repository is loaded by the next ``open`` and the following timestamp
-  reuses version numbers already served (clients that saw the higher version then
-  refuse it as a rollback until it is overtaken). Closing that gap needs a durable
-  high-water mark (see ``TufRepository.open``).
+  files, so its high-water mark is kept durably in ``.timestamp-high-water.json``
+  (``MARK_FILE``; not served: ``check_public_path`` only admits TUF file names). It
+  records the highest timestamp version ever signed for writing and the SHA-256 of
+  the ``timestamp.json`` bytes ``open`` may find. Write order: the mark (naming both
+  the current and the new ``timestamp.json``), then ``timestamp.json`` (the commit
+  point), then the mark again naming only the new one; each write crash-safe. So a
+  crash anywhere leaves the mark at or above the file and naming its bytes: ``open``
+  accepts the old file after a crash before the commit (that version was never
+  served) and the next timestamp goes above the mark, never re-using a number.
+  ``open`` (and a writer re-verifying) refuses with ``StateError`` a ``timestamp.json``
+  below the mark, or at a recorded version with other bytes (rolled back or replaced),
+  and never re-signs from it; each object also remembers the highest timestamp it
+  loaded or wrote, in case the mark itself is removed while it runs. A
+  ``timestamp.json`` above the mark (written by a sigstack predating it) is accepted,
+  its signature verified, and the mark raised. A repository without the mark (created
+  before it existed) is opened as it is and the mark created from its
+  ``timestamp.json``; that migration cannot know versions served earlier. Limits: the
+  mark lives in the repository directory, so a rollback of the whole directory,
+  mark included (e.g. a file-system snapshot), is not detected; and a mark that is
+  deleted is re-created as for a repository predating it (do not delete it to get
+  past a refusal). A deliberate restore of an older ``timestamp.json`` is accepted
+  only with ``open(..., accept_restored_timestamp=True)``, which keeps the mark and at
+  once signs a timestamp above it, so clients that saw the higher version move on.
 
 Not handled here (see the ops commands as they come): rotating a role's key,
 deleting old versions.
@@ -56,6 +72,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import hashlib
+import json
 import os
 import re
 import stat
@@ -108,6 +126,10 @@ ROOT_FILE = "root.json"
 TIMESTAMP_FILE = "timestamp.json"
 TARGETS_DIR = "targets"
 LOCK_FILE = ".lock"
+# The durable timestamp high-water mark (see the module docstring). A dotfile: never
+# served (check_public_path admits only TUF file names), never a temp file's name.
+MARK_FILE = ".timestamp-high-water.json"
+MARK_FORMAT = 1
 
 HASH_ALGORITHM = "sha256"
 MAX_TARGET_BYTES = 16 << 20
@@ -118,6 +140,7 @@ _TARGET_NAME_RE = re.compile(_TARGET_NAME)
 _VERSIONED_RE = re.compile(r"(?P<version>[1-9][0-9]{0,17})\.(?P<role>root|snapshot|targets)\.json")
 _TARGET_FILE_RE = re.compile(r"(?P<digest>[0-9a-f]{64})\.(?P<name>" + _TARGET_NAME + ")")
 _TEMP_RE = re.compile(r"\..+\.tmp")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 _SERIALIZER = JSONSerializer(compact=False)
 
@@ -234,6 +257,84 @@ def _check_meta(meta: MetaFile | TargetFile, data: bytes, path: Path, referrer: 
         raise StateError(path, f"does not match its length or hash in {referrer}: {exc}") from exc
 
 
+# --- the timestamp high-water mark ----------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """The content of ``MARK_FILE``: ``timestamp.json``'s durable high-water mark.
+
+    ``highest`` is the highest timestamp version ever signed to be written (the next
+    one must be above it); ``accepted`` the (version, sha256) of each ``timestamp.json``
+    that ``open`` may find: one when settled, two (current and new) while a write is
+    in flight. Every accepted version is at most ``highest``.
+    """
+
+    highest: int
+    accepted: tuple[tuple[int, str], ...]
+
+    def accepts(self, version: int, digest: str) -> bool:
+        return (version, digest) in self.accepted
+
+    def to_bytes(self) -> bytes:
+        document = {
+            "format": MARK_FORMAT,
+            "highest_version": self.highest,
+            "accepted": [{"version": v, "sha256": d} for v, d in sorted(self.accepted)],
+        }
+        return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def parse(cls, path: Path, data: bytes) -> _Mark:
+        """Parse and check a mark; anything unexpected is a ``StateError`` naming it."""
+
+        def version(value: object) -> int:
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{value!r} is not a version")
+            return value
+
+        try:
+            document = json.loads(data)
+            if not isinstance(document, dict) or set(document) != {
+                "format",
+                "highest_version",
+                "accepted",
+            }:
+                raise ValueError("expected exactly format, highest_version and accepted")
+            if document["format"] != MARK_FORMAT:
+                raise ValueError(f"unknown format {document['format']!r}")
+            highest = version(document["highest_version"])
+            entries = document["accepted"]
+            if not isinstance(entries, list) or not 1 <= len(entries) <= 2:
+                raise ValueError("accepted must list one or two timestamp files")
+            accepted = []
+            for entry in entries:
+                if not isinstance(entry, dict) or set(entry) != {"version", "sha256"}:
+                    raise ValueError("each accepted entry needs exactly version and sha256")
+                accepted_version = version(entry["version"])
+                digest = entry["sha256"]
+                if not isinstance(digest, str) or _SHA256_RE.fullmatch(digest) is None:
+                    raise ValueError(f"{digest!r} is not a lowercase hex SHA-256")
+                if accepted_version > highest:
+                    raise ValueError(f"accepted version {accepted_version} is above highest")
+                accepted.append((accepted_version, digest))
+            if len({v for v, _ in accepted}) != len(accepted):
+                raise ValueError("accepted versions must differ")
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise StateError(
+                path,
+                f"is not a valid timestamp high-water mark ({exc}); sigstack writes it "
+                "atomically, so it was edited or damaged: restore it from a backup taken "
+                f"with this repository. Only if none exists, remove it: the next open "
+                f"re-creates it from {TIMESTAMP_FILE}, forgetting any higher version served",
+            ) from None
+        return cls(highest, tuple(sorted(accepted)))
+
+
 @dataclass(frozen=True)
 class _State:
     """The verified current metadata, with the exact bytes served for each."""
@@ -306,6 +407,10 @@ class TufRepository:
         # The highest timestamp version this object has loaded or written, with its
         # bytes: timestamp.json is never accepted below it (see the module docstring).
         self._timestamp_seen: tuple[int, bytes] | None = None
+        # The high-water mark as last read from or written to MARK_FILE, and its bytes
+        # (None: no mark file); a change on disk makes the next writer re-verify.
+        self._mark: _Mark | None = None
+        self._mark_bytes: bytes | None = None
 
     # --- construction ---------------------------------------------------------------------
 
@@ -353,25 +458,35 @@ class TufRepository:
         *,
         policy: ExpiryPolicy | None = None,
         clock: Clock = utcnow,
+        accept_restored_timestamp: bool = False,
     ) -> TufRepository:
         """Load and verify the repository in ``directory`` (``StateError`` naming the file).
 
-        Rollback: versioned files bound what root, targets and snapshot may be written
-        next, but nothing on disk records the highest ``timestamp.json`` ever served, so
-        a rolled-back ``timestamp.json`` (an older, validly signed one) is accepted here
-        and the next timestamp reuses served version numbers. Refusing it across
-        restarts needs a durable high-water mark: the highest timestamp version (and
-        its hash) written before each commit to a file outside the served tree,
-        fsynced, and required at open (``timestamp.json`` below it, or at it with other
-        bytes, is a ``StateError``), with an operator command to re-baseline after a
-        deliberate restore.
+        Rollback: ``timestamp.json`` is checked against the high-water mark
+        (``MARK_FILE``, see the module docstring). One below the mark, or at a recorded
+        version with other bytes, is refused with a ``StateError`` naming it and saying
+        how to recover. A mark left by a crash in the middle of a timestamp write is
+        completed, and a repository without a mark gets one from its current
+        ``timestamp.json``.
+
+        ``accept_restored_timestamp=True`` is the recovery after an older
+        ``timestamp.json`` was restored on purpose (e.g. from a backup): everything is
+        verified as usual, but a ``timestamp.json`` below the mark (or replaced at its
+        version) is accepted, the mark's highest version is kept, and a new timestamp
+        is signed at once above it, so clients that saw the higher version accept the
+        restored state without waiting and no version number is ever re-used. Without
+        a rollback it changes nothing.
         """
         repo = cls(Path(directory), keys, policy=policy or ExpiryPolicy(), clock=clock)
         if not repo._dir.is_dir():
             raise StateError(repo._dir, "is not a TUF repository directory (missing)")
         with _writer_lock(repo._dir):
             repo._remove_temp_files()
-            repo._state = repo._load()
+            state, restored = repo._load_checked(accept_restored=accept_restored_timestamp)
+            if restored:
+                # Move clients past the version they saw now (never re-using it).
+                state = repo._sign_timestamp(state, repo._now(None))
+            repo._state = state
         return repo
 
     # --- public API -----------------------------------------------------------------------
@@ -523,7 +638,8 @@ class TufRepository:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[_State]:
-        """Hold the writers' lock; re-verify from disk if another writer changed it."""
+        """Hold the writers' lock; re-verify from disk if another writer changed it
+        (timestamp.json, the high-water mark, or a new root)."""
         with _writer_lock(self._dir):
             state = self._require_state()
             timestamp_path = self._dir / TIMESTAMP_FILE
@@ -531,6 +647,7 @@ class TufRepository:
             if (
                 self._stale
                 or read_file(timestamp_path, what="timestamp metadata") != state.timestamp_bytes
+                or self._read_mark_bytes() != self._mark_bytes
                 or next_root.exists()
             ):
                 self._stale = True
@@ -553,6 +670,12 @@ class TufRepository:
                         entry.unlink()
 
     def _load(self) -> _State:
+        state, _ = self._load_checked(accept_restored=False)
+        return state
+
+    def _load_checked(self, *, accept_restored: bool) -> tuple[_State, bool]:
+        """Verify everything on disk; return the state and whether ``timestamp.json`` was
+        a restored older one, accepted only because ``accept_restored`` was given."""
         root, root_bytes, root_path = self._load_root_chain()
         self._check_keys(root.signed, root_path)
         self._check_root_copy(root_bytes, root_path, root.signed.version)
@@ -568,6 +691,9 @@ class TufRepository:
         timestamp = _parse(ts_path, ts_bytes, Timestamp)
         _check_signed(root.signed, TIMESTAMP, timestamp, ts_path)
         self._check_timestamp_not_rolled_back(timestamp.signed.version, ts_bytes, ts_path)
+        mark, restored = self._check_mark(
+            timestamp.signed.version, ts_bytes, ts_path, accept_restored=accept_restored
+        )
 
         snap_meta = timestamp.signed.snapshot_meta
         snap_path = self._dir / f"{snap_meta.version}.snapshot.json"
@@ -599,10 +725,12 @@ class TufRepository:
                 target, read_file(target_path, what="target file"), target_path, targets_path.name
             )
 
+        self._write_mark(mark)  # only once everything verified; no-op if unchanged
         self._saw_timestamp(timestamp.signed.version, ts_bytes)
-        return _State(
+        state = _State(
             root, root_bytes, targets, targets_bytes, snapshot, snap_bytes, timestamp, ts_bytes
         )
+        return state, restored
 
     def _load_root_chain(self) -> tuple[Metadata[Root], bytes, Path]:
         """Verify 1.root.json -> N.root.json as a client would; return the latest."""
@@ -703,13 +831,91 @@ class TufRepository:
                 "refusing to continue from it",
             )
 
+    def _read_mark_bytes(self) -> bytes | None:
+        """The bytes of ``MARK_FILE``, None if there is none."""
+        path = self._dir / MARK_FILE
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(
+                path, f"timestamp high-water mark is unreadable: {exc.strerror or exc}"
+            ) from exc
+
+    def _read_mark(self) -> _Mark | None:
+        """Read and parse ``MARK_FILE`` from disk (remembering it); None if there is none."""
+        data = self._read_mark_bytes()
+        mark = None if data is None else _Mark.parse(self._dir / MARK_FILE, data)
+        self._mark, self._mark_bytes = mark, data
+        return mark
+
+    def _write_mark(self, mark: _Mark) -> None:
+        """Durably make ``MARK_FILE`` hold ``mark``; nothing is written if it already does
+        (``_mark_bytes`` is always what was last read from or written to disk)."""
+        data = mark.to_bytes()
+        if data != self._mark_bytes:
+            atomic_write(self._dir / MARK_FILE, data)
+        self._mark, self._mark_bytes = mark, data
+
+    def _check_mark(
+        self, version: int, data: bytes, path: Path, *, accept_restored: bool
+    ) -> tuple[_Mark, bool]:
+        """Check timestamp.json (``version``, ``data``) against the high-water mark.
+
+        Returns the settled mark to write once everything is verified, and whether the
+        file is a rolled-back one accepted only because ``accept_restored`` was given.
+        """
+        remembered = self._mark
+        mark = self._read_mark()
+        digest = _sha256(data)
+        settled = ((version, digest),)
+        if mark is None:
+            # A repository from before the mark: start it from timestamp.json (keeping
+            # what this object knows, should the mark have been removed while it ran).
+            known = remembered.highest if remembered is not None else 0
+            return _Mark(max(version, known), settled), False
+        if mark.accepts(version, digest):
+            # The normal case, or a crash during a timestamp write (before or after its
+            # commit): keep the highest version, forget the file not found.
+            return _Mark(mark.highest, settled), False
+        if version > mark.highest:
+            # Newer than the mark (written by a sigstack predating it), signature
+            # verified: raise the mark.
+            return _Mark(version, settled), False
+        if accept_restored:
+            return _Mark(mark.highest, settled), True
+        recorded_version, recorded_digest = mark.accepted[-1]
+        if version == mark.highest or any(v == version for v, _ in mark.accepted):
+            problem = (
+                f"has version {version} but not the content {MARK_FILE} records for "
+                "that version: timestamp.json was replaced"
+            )
+        else:
+            problem = (
+                f"has version {version}, but {MARK_FILE} records that version "
+                f"{mark.highest} was already written: timestamp.json was rolled back"
+            )
+        raise StateError(
+            path,
+            f"{problem}; refusing to serve or re-sign it. The recorded timestamp.json is "
+            f"version {recorded_version} with sha256 {recorded_digest}: put that file "
+            "back if you have it. If the older state was restored on purpose (e.g. from a "
+            "backup), open with TufRepository.open(..., accept_restored_timestamp=True): "
+            f"it keeps the mark and signs a new timestamp above version {mark.highest}, "
+            f"so clients that saw it move on. Do not delete {MARK_FILE} to get past this: "
+            "the next timestamps would re-use versions clients already saw, and they "
+            "would refuse them as a rollback",
+        )
+
     def _saw_timestamp(self, version: int, data: bytes) -> None:
         if self._timestamp_seen is None or version >= self._timestamp_seen[0]:
             self._timestamp_seen = (version, data)
 
     def _next_timestamp_version(self, current: int) -> int:
         seen = self._timestamp_seen[0] if self._timestamp_seen is not None else 0
-        return max(current, seen) + 1
+        marked = self._mark.highest if self._mark is not None else 0
+        return max(current, seen, marked) + 1
 
     def _store_target(self, target: TargetFile, data: bytes) -> None:
         path = self._dir / target_file_name(target)
@@ -735,7 +941,7 @@ class TufRepository:
         root_md, root_bytes = self._write_root(root)
         targets_md, targets_bytes = self._write_targets(1, wanted, when)
         snapshot_md, snapshot_bytes = self._write_snapshot(1, 1, targets_bytes, when)
-        timestamp_md, timestamp_bytes = self._write_timestamp(1, 1, snapshot_bytes, when)
+        timestamp_md, timestamp_bytes = self._write_timestamp(1, 1, snapshot_bytes, when, None)
         return _State(
             root_md,
             root_bytes,
@@ -785,12 +991,31 @@ class TufRepository:
         return md, data
 
     def _write_timestamp(
-        self, version: int, snapshot_version: int, snapshot_bytes: bytes, when: datetime
+        self,
+        version: int,
+        snapshot_version: int,
+        snapshot_bytes: bytes,
+        when: datetime,
+        replacing: tuple[int, bytes] | None,
     ) -> tuple[Metadata[Timestamp], bytes]:
+        """Sign and write timestamp ``version``, replacing ``replacing`` (version, bytes:
+        the timestamp.json on disk, verified under the lock; None when creating).
+
+        Order: mark naming both files, timestamp.json (commit point), mark naming the
+        new file only. Whatever a crash interrupts, ``open`` finds the mark at or above
+        timestamp.json and naming its bytes.
+        """
         if self._timestamp_seen is not None and version <= self._timestamp_seen[0]:
             raise StateError(
                 self._dir / TIMESTAMP_FILE,
                 f"version {self._timestamp_seen[0]} was already written or loaded; refusing "
+                f"to write version {version}",
+            )
+        mark = self._read_mark()  # from disk, whatever the loaded state says
+        if mark is not None and version <= mark.highest:
+            raise StateError(
+                self._dir / MARK_FILE,
+                f"records timestamp version {mark.highest} as already written; refusing "
                 f"to write version {version}",
             )
         snapshot_meta = MetaFile.from_data(snapshot_version, snapshot_bytes, [HASH_ALGORITHM])
@@ -801,8 +1026,12 @@ class TufRepository:
                 snapshot_meta=snapshot_meta,
             )
         )
+        new = (version, _sha256(data))
+        in_flight = (new,) if replacing is None else ((replacing[0], _sha256(replacing[1])), new)
+        self._write_mark(_Mark(version, in_flight))
         atomic_write(self._dir / TIMESTAMP_FILE, data)  # commit point
         self._saw_timestamp(version, data)
+        self._write_mark(_Mark(version, (new,)))
         return md, data
 
     def _renew_root(self, state: _State, when: datetime) -> _State:
@@ -832,5 +1061,6 @@ class TufRepository:
             state.snapshot.signed.version,
             state.snapshot_bytes,
             when,
+            (state.timestamp.signed.version, state.timestamp_bytes),
         )
         return replace(state, timestamp=md, timestamp_bytes=data)

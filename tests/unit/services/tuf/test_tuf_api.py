@@ -13,6 +13,7 @@ from tuf_testing import T0, TARGETS, TRUSTED_ROOT, MutableClock
 from sigstack.core.errors import NotFound
 from sigstack.services.tuf import TufKeys, TufRepository, create_app
 from sigstack.services.tuf.api import IMMUTABLE, MUTABLE
+from sigstack.services.tuf.repository import MARK_FILE
 
 ROOT_DIGEST = hashlib.sha256(TRUSTED_ROOT).hexdigest()
 
@@ -108,6 +109,20 @@ def test_a_trailing_slash_only_redirects_to_the_canonical_file(client: TestClien
 def test_read_public_refuses_raw_traversal(repo: TufRepository, relative: str) -> None:
     with pytest.raises(NotFound):
         repo.read_public(relative)
+
+
+def test_the_timestamp_high_water_mark_is_not_served(
+    client: TestClient, repo: TufRepository, repo_dir: Path
+) -> None:
+    mark = repo_dir / MARK_FILE
+    repo.publish({"trusted_root.json": b"{}"})
+    assert mark.is_file() and b"highest_version" in mark.read_bytes()
+    for path in (f"/{MARK_FILE}", f"/targets/..%2f{MARK_FILE}", f"/%2e{MARK_FILE[1:]}"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert b"highest_version" not in response.content
+    with pytest.raises(NotFound):
+        repo.read_public(MARK_FILE)
 
 
 def test_symlinks_are_not_followed(client: TestClient, repo_dir: Path) -> None:

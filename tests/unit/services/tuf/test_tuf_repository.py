@@ -23,13 +23,27 @@ from sigstack.core.errors import (
     StateError,
     Unavailable,
 )
-from sigstack.services.tuf import ROLES, ExpiryPolicy, TufKeys, TufRepository
+from sigstack.services.tuf import ROLES, ExpiryPolicy, TufKeys, TufRepository, repository
 
 DAY = timedelta(days=1)
+MARK = ".timestamp-high-water.json"
 
 
 def _json(path: Path) -> Any:
     return json.loads(path.read_bytes())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Crash(BaseException):
+    """The process dying at a chosen write (raised instead of performing it)."""
+
+
+def _timestamp_version(path: Path) -> int:
+    version: int = _json(path)["signed"]["version"]
+    return version
 
 
 def _swap(keys: TufKeys, role: str) -> TufKeys:
@@ -77,7 +91,13 @@ def test_create_writes_a_consistent_snapshot_repository(repo_dir: Path, keys: Tu
         "1.targets.json",
         "1.snapshot.json",
         "timestamp.json",
+        ".timestamp-high-water.json",
         "targets",
+    }
+    assert _json(repo_dir / MARK) == {
+        "format": 1,
+        "highest_version": 1,
+        "accepted": [{"version": 1, "sha256": _sha256(repo_dir / "timestamp.json")}],
     }
     for name, data in TARGETS.items():
         stored = repo_dir / "targets" / f"{hashlib.sha256(data).hexdigest()}.{name}"
@@ -321,7 +341,7 @@ def test_publish_new_content_writes_new_versions(repo_dir: Path, keys: TufKeys) 
 
     after = snapshot_tree(repo_dir)
     for name, entry in before.items():
-        if name not in ("timestamp.json",):
+        if name not in ("timestamp.json", MARK):
             assert after[name] == entry, f"{name} was rewritten"
     status = repo.status(T0 + DAY)
     versions = {r: s.version for r, s in status.roles.items()}
@@ -486,21 +506,259 @@ def test_versions_skip_past_everything_on_disk_after_a_reopen(
     for n in range(3):
         repo.publish({**TARGETS, "trusted_root.json": str(n).encode()}, T0)
     (repo_dir / "timestamp.json").write_bytes(old_timestamp)
-    reopened = TufRepository.open(repo_dir, keys)  # no memory of versions 2..4
+    # A deliberate restore: the reopened object has no memory of versions 2..4.
+    reopened = TufRepository.open(repo_dir, keys, accept_restored_timestamp=True)
     assert reopened.publish({**TARGETS, "trusted_root.json": b"new"}, T0) is True
     versions = {r: s.version for r, s in reopened.status(T0).roles.items()}
     assert versions["targets"] == 5 and versions["snapshot"] == 5
+    assert versions["timestamp"] == 6  # 5 signed by the recovery itself
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: timestamp.json rolled back while no process runs is accepted by the "
-    "next open (needs a durable high-water mark, see TufRepository.open)",
-)
+# --- rollback across restarts: the durable high-water mark -----------------------------------
+
+
 def test_a_timestamp_rolled_back_across_a_restart_is_refused(repo_dir: Path, keys: TufKeys) -> None:
     repo = TufRepository.create(repo_dir, keys, TARGETS, T0)
     old_timestamp = (repo_dir / "timestamp.json").read_bytes()
     repo.publish({**TARGETS, "trusted_root.json": b"{}"}, T0)
     (repo_dir / "timestamp.json").write_bytes(old_timestamp)
-    with pytest.raises(StateError):
+    before = snapshot_tree(repo_dir)
+    with pytest.raises(StateError, match="rolled back") as caught:
         TufRepository.open(repo_dir, keys)
+    assert caught.value.path == repo_dir / "timestamp.json"
+    message = caught.value.problem
+    assert "version 1" in message and MARK in message  # what is wrong, against what
+    assert "accept_restored_timestamp=True" in message  # and how to recover
+    assert f"Do not delete {MARK}" in message
+    assert snapshot_tree(repo_dir) == before  # nothing written, the mark kept
+
+
+def test_a_timestamp_replaced_at_the_same_version_across_a_restart_is_refused(
+    repo_dir: Path, keys: TufKeys
+) -> None:
+    TufRepository.create(repo_dir, keys, TARGETS, T0)
+    path = repo_dir / "timestamp.json"
+    other = Metadata[Timestamp].from_bytes(path.read_bytes())
+    other.signed.expires += DAY  # same version 1, other content, validly signed
+    other.signatures.clear()
+    other.sign(CryptoSigner(keys.timestamp))
+    path.write_bytes(other.to_bytes(JSONSerializer()))
+    with pytest.raises(StateError, match="has version 1 but not the content") as caught:
+        TufRepository.open(repo_dir, keys)
+    assert caught.value.path == path
+
+
+def test_a_crash_before_the_timestamp_commit_keeps_the_old_one_and_skips_its_version(
+    repo_dir: Path, keys: TufKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = TufRepository.create(repo_dir, keys, TARGETS, T0)
+    served = (repo_dir / "timestamp.json").read_bytes()
+
+    def crash_at_the_commit(path: Path, data: bytes, *args: Any, **kwargs: Any) -> None:
+        if path.name == "timestamp.json":
+            raise _Crash("simulated crash before timestamp.json is replaced")
+        real_atomic_write(path, data, *args, **kwargs)
+
+    real_atomic_write = repository.atomic_write
+    monkeypatch.setattr(repository, "atomic_write", crash_at_the_commit)
+    with pytest.raises(_Crash):
+        repo.publish({**TARGETS, "trusted_root.json": b"{}"}, T0)
+    monkeypatch.undo()
+    # The mark already names version 2 (and still the served version 1): above the file.
+    assert _json(repo_dir / MARK)["highest_version"] == 2
+    assert (repo_dir / "timestamp.json").read_bytes() == served
+
+    reopened = TufRepository.open(repo_dir, keys)  # accepted: version 2 was never served
+    assert reopened.status(T0).roles["timestamp"].version == 1
+    assert _json(repo_dir / MARK) == {
+        "format": 1,
+        "highest_version": 2,
+        "accepted": [{"version": 1, "sha256": hashlib.sha256(served).hexdigest()}],
+    }
+    # The interrupted object re-verifies from disk too, and also goes above the mark.
+    for writer, version in ((repo, 3), (reopened, 4)):
+        assert writer.publish({**TARGETS, "trusted_root.json": str(version).encode()}, T0)
+        assert _timestamp_version(repo_dir / "timestamp.json") == version
+    TufRepository.open(repo_dir, keys)
+
+
+def test_a_mark_written_alone_for_the_next_version_is_accepted(
+    repo_dir: Path, keys: TufKeys
+) -> None:
+    """The crash as the file system leaves it: the mark for version 2 (naming version 1
+    and a version 2 that never reached timestamp.json), timestamp.json still version 1."""
+    TufRepository.create(repo_dir, keys, TARGETS, T0)
+    served = _sha256(repo_dir / "timestamp.json")
+    never_written = "0" * 64
+    (repo_dir / MARK).write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "highest_version": 2,
+                "accepted": [
+                    {"version": 1, "sha256": served},
+                    {"version": 2, "sha256": never_written},
+                ],
+            }
+        )
+    )
+    repo = TufRepository.open(repo_dir, keys)
+    assert _json(repo_dir / MARK)["accepted"] == [{"version": 1, "sha256": served}]
+    assert repo.refresh(T0 + 200 * DAY) == ["snapshot", "timestamp"]
+    assert _timestamp_version(repo_dir / "timestamp.json") == 3
+
+
+def test_a_crash_after_the_timestamp_commit_is_completed_on_open(
+    repo_dir: Path, keys: TufKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = TufRepository.create(repo_dir, keys, TARGETS, T0)
+    old = _sha256(repo_dir / "timestamp.json")
+    writes: list[str] = []
+
+    def crash_after_the_commit(path: Path, data: bytes, *args: Any, **kwargs: Any) -> None:
+        if path.name == MARK and "timestamp.json" in writes:
+            raise _Crash("simulated crash before the mark is settled")
+        real_atomic_write(path, data, *args, **kwargs)
+        writes.append(path.name)
+
+    real_atomic_write = repository.atomic_write
+    monkeypatch.setattr(repository, "atomic_write", crash_after_the_commit)
+    with pytest.raises(_Crash):
+        repo.refresh(T0 + 200 * DAY)
+    monkeypatch.undo()
+    assert writes[-2:] == [MARK, "timestamp.json"]  # the mark first, then the commit
+    new = _sha256(repo_dir / "timestamp.json")
+    assert _json(repo_dir / MARK)["accepted"] == [
+        {"version": 1, "sha256": old},
+        {"version": 2, "sha256": new},
+    ]
+    TufRepository.open(repo_dir, keys)
+    assert _json(repo_dir / MARK) == {
+        "format": 1,
+        "highest_version": 2,
+        "accepted": [{"version": 2, "sha256": new}],
+    }
+
+
+def test_a_repository_without_a_mark_opens_and_gets_one(repo_dir: Path, keys: TufKeys) -> None:
+    repo = TufRepository.create(repo_dir, keys, TARGETS, T0)
+    repo.publish({**TARGETS, "trusted_root.json": b"{}"}, T0)
+    (repo_dir / MARK).unlink()  # as created before the mark existed
+    before = snapshot_tree(repo_dir)
+
+    opened = TufRepository.open(repo_dir, keys)
+    assert opened.status(T0).roles["timestamp"].version == 2
+    assert _json(repo_dir / MARK) == {
+        "format": 1,
+        "highest_version": 2,
+        "accepted": [{"version": 2, "sha256": _sha256(repo_dir / "timestamp.json")}],
+    }
+    after = snapshot_tree(repo_dir)
+    assert {name: after[name] for name in before} == before  # nothing else touched
+    # From now on a rollback is caught across restarts.
+    old = (repo_dir / "timestamp.json").read_bytes()
+    assert opened.publish({**TARGETS, "trusted_root.json": b"[]"}, T0) is True
+    (repo_dir / "timestamp.json").write_bytes(old)
+    with pytest.raises(StateError, match="rolled back"):
+        TufRepository.open(repo_dir, keys)
+
+
+def test_a_timestamp_above_the_mark_raises_it(repo_dir: Path, keys: TufKeys) -> None:
+    """A newer timestamp.json written by a sigstack that predates the mark is accepted."""
+    repo = TufRepository.create(repo_dir, keys, TARGETS, T0)
+    stale_mark = (repo_dir / MARK).read_bytes()
+    repo.publish({**TARGETS, "trusted_root.json": b"{}"}, T0)
+    (repo_dir / MARK).write_bytes(stale_mark)
+    TufRepository.open(repo_dir, keys)
+    assert _json(repo_dir / MARK)["highest_version"] == 2
+
+
+def test_versions_continue_above_the_mark(repo_dir: Path, keys: TufKeys) -> None:
+    clock = MutableClock(T0)
+    repo = TufRepository.create(repo_dir, keys, TARGETS, clock=clock)
+    for n in range(3):
+        repo.publish({**TARGETS, "trusted_root.json": str(n).encode()})
+        reopened = TufRepository.open(repo_dir, keys, clock=clock)
+        expected = n + 2
+        assert reopened.status().roles["timestamp"].version == expected
+        assert _json(repo_dir / MARK)["highest_version"] == expected
+        repo = reopened
+    clock.now += 200 * DAY
+    assert repo.refresh() == ["snapshot", "timestamp"]
+    assert _timestamp_version(repo_dir / "timestamp.json") == 5
+    assert _json(repo_dir / MARK)["highest_version"] == 5
+
+
+def test_the_mark_on_disk_bounds_the_next_timestamp_of_a_running_writer(
+    repo_dir: Path, keys: TufKeys
+) -> None:
+    """Another writer crashed after marking version 2: this one re-reads and goes above."""
+    first = TufRepository.create(repo_dir, keys, TARGETS, T0)
+    second = TufRepository.open(repo_dir, keys)
+    served = _sha256(repo_dir / "timestamp.json")
+    (repo_dir / MARK).write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "highest_version": 2,
+                "accepted": [
+                    {"version": 1, "sha256": served},
+                    {"version": 2, "sha256": "1" * 64},
+                ],
+            }
+        )
+    )
+    assert second.publish({**TARGETS, "trusted_root.json": b"{}"}, T0) is True
+    assert _timestamp_version(repo_dir / "timestamp.json") == 3
+    assert first.publish({**TARGETS, "trusted_root.json": b"[]"}, T0) is True  # re-verified
+    assert _timestamp_version(repo_dir / "timestamp.json") == 4
+
+
+def test_a_deliberate_restore_keeps_the_mark_and_signs_above_it(
+    repo_dir: Path, keys: TufKeys
+) -> None:
+    repo = TufRepository.create(repo_dir, keys, TARGETS, T0)
+    restored = (repo_dir / "timestamp.json").read_bytes()
+    for n in range(2):
+        repo.publish({**TARGETS, "trusted_root.json": str(n).encode()}, T0)
+    (repo_dir / "timestamp.json").write_bytes(restored)  # version 1, from a "backup"
+
+    recovered = TufRepository.open(
+        repo_dir, keys, clock=lambda: T0 + DAY, accept_restored_timestamp=True
+    )
+    status = recovered.status(T0 + DAY)
+    assert status.roles["timestamp"].version == 4  # above the 3 clients may have seen
+    assert status.roles["timestamp"].expires == T0 + DAY + 7 * DAY
+    assert status.targets == recovered.status(T0).targets
+    assert status.roles["snapshot"].version == 1  # the restored state is what is served
+    assert _json(repo_dir / MARK)["highest_version"] == 4
+    TufRepository.open(repo_dir, keys)  # and it opens normally afterwards
+    # Without a rollback the flag changes nothing.
+    before = snapshot_tree(repo_dir)
+    TufRepository.open(repo_dir, keys, accept_restored_timestamp=True)
+    assert snapshot_tree(repo_dir) == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"format": 2, "highest_version": 1, "accepted": []}',
+        b'{"format": 1, "highest_version": true, "accepted": [{"version": 1, "sha256": "a"}]}',
+        b'{"format": 1, "highest_version": 1, "accepted": [{"version": 2, "sha256": "'
+        + b"a" * 64
+        + b'"}]}',
+        b'{"format": 1, "highest_version": 1, "accepted": [{"version": 1, "sha256": "'
+        + b"A" * 64
+        + b'"}]}',
+    ],
+)
+def test_a_damaged_mark_is_refused_naming_it(repo_dir: Path, keys: TufKeys, content: bytes) -> None:
+    TufRepository.create(repo_dir, keys, TARGETS, T0)
+    (repo_dir / MARK).write_bytes(content)
+    with pytest.raises(StateError, match="not a valid timestamp high-water mark") as caught:
+        TufRepository.open(repo_dir, keys)
+    assert caught.value.path == repo_dir / MARK
+    assert (repo_dir / MARK).read_bytes() == content  # never "repaired" silently
