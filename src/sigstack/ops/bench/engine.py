@@ -8,8 +8,10 @@ uses; in a temporary directory) or the in-memory one.
 What it measures, per log size ("phase"):
 
 * **writes/s**: ``--entries`` distinct entries (``--entry-bytes`` each, the entry
-  index in the first 8 bytes) submitted from one thread that keeps up to
-  ``ENGINE_WINDOW`` submissions in flight (as many concurrent submitters would),
+  index in the first 8 bytes), each marked ``dedup`` as Rekor marks its entries (so
+  every batch looks its leaf hashes up in the entry index), submitted from one
+  thread that keeps up to ``ENGINE_WINDOW`` submissions in flight (as many
+  concurrent submitters would),
   with the engine's default :class:`~sigstack.log.engine.BatchPolicy`; the clock
   runs from the first ``submit`` to the last acknowledged entry. The number of
   distinct checkpoints in the answers is the number of batches. The process CPU
@@ -117,7 +119,7 @@ def _append(log: TransparencyLog, entries: _Entries, start: int, count: int, win
         sizes.add(result.checkpoint.size)
 
     for index in range(start, start + count):
-        entry = Entry(entries.leaf(index))
+        entry = Entry(entries.leaf(index), dedup=True)
         while True:
             try:
                 pending.append(log.submit(entry))
