@@ -790,26 +790,43 @@ class TransparencyLog:
         if size == 0:
             return
         node = self._node_reader(size)
-        last = node(0, size - 1)
-        indexed = self._storage.index_lookup(LEAF_NAMESPACE, [last], size).get(last, [])
-        if size - 1 in indexed:
+        complete = self._storage.index_complete_to()
+        if complete is None:  # rows are durable on return: check that the last one is there
+            last = node(0, size - 1)
+            indexed = self._storage.index_lookup(LEAF_NAMESPACE, [last], size).get(last, [])
+            complete = size if size - 1 in indexed else 0
+        if complete >= size:
             return
-        _log.warning(
-            "log %s: the entry index does not reach the checkpoint (size %d); rebuilding it",
-            self._origin,
-            size,
-        )
-        for start in range(0, size, _REINDEX_CHUNK):
+        if complete == 0:
+            _log.warning(
+                "log %s: the entry index does not reach the checkpoint (size %d); rebuilding it",
+                self._origin,
+                size,
+            )
+        else:
+            _log.info(
+                "log %s: indexing entries %d to %d (not yet in the index)",
+                self._origin,
+                complete,
+                size - 1,
+            )
+        self._reindex(node, complete, size)
+
+    def _reindex(self, node: Callable[[int, int], bytes], begin: int, size: int) -> None:
+        """Add the index rows of positions ``begin .. size-1`` from the tiles and bundles."""
+        for start in range(begin, size, _REINDEX_CHUNK):
             end = min(size, start + _REINDEX_CHUNK)
             rows: list[IndexRow] = [(LEAF_NAMESPACE, node(0, i), i) for i in range(start, end)]
             if self._index_keys is not None:
-                for bundle_start in range(start, end, TILE_WIDTH):
+                first = start - start % TILE_WIDTH
+                for bundle_start in range(first, end, TILE_WIDTH):
                     records = self._bundle_records(bundle_for(bundle_start // TILE_WIDTH, size))
                     for offset, record in enumerate(records):
                         position = bundle_start + offset
-                        rows.extend((ns, key, position) for ns, key in self._index_keys(record))
+                        if start <= position < end:
+                            rows.extend((ns, key, position) for ns, key in self._index_keys(record))
             self._storage.index_add(rows)
-        _log.info("log %s: entry index rebuilt (%d entries)", self._origin, size)
+        _log.info("log %s: entry index complete (%d entries)", self._origin, size)
 
     def _published(self) -> Checkpoint:
         current = self._current

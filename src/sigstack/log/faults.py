@@ -222,6 +222,9 @@ class FaultInjectingStorage(LogStorage):
         self.inner.index_truncate(size)
         fault_after(fault, "index_truncate", INDEX_KEY)
 
+    def index_complete_to(self) -> int | None:
+        return self.inner.index_complete_to()
+
     def describe(self, key: str) -> str:
         return self.inner.describe(key)
 

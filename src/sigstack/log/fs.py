@@ -24,11 +24,13 @@ Contract (see :mod:`sigstack.log.storage`), and how it is met:
   ``<root>/.writer.lock`` and keeps it until ``release_writer`` (or process
   exit); a second writer gets ``Conflict`` instead of corrupting the log. It
   creates ``root`` (durably) if it does not exist yet.
-* Entry index: an SQLite database ``<root>/.index.sqlite3`` in WAL mode with
-  ``synchronous=FULL``, so ``index_add`` and ``index_truncate`` are durable when
-  they return (each is one transaction). Other processes may read it while the
-  writer writes (fsck). It is derived data: the engine rebuilds it from the
-  tiles if it is missing.
+* Entry index: see :mod:`sigstack.log.fsindex`. Only the writer (the object holding
+  the lease) adds and truncates; ``index_add`` buffers rows in memory and a background
+  thread writes them to SQLite, so they are NOT durable on return:
+  ``index_complete_to`` says up to which position they are, and the engine re-adds the
+  rest from the tiles when it opens the log. ``release_writer`` flushes the buffer.
+  Other processes may read the index while the writer writes (fsck). It is derived
+  data: the engine rebuilds it from the tiles if it is missing.
 
 Errors are :class:`StorageError` naming the file; a directory where a file
 should be is a :class:`StateError`. Temporary files left by a crash are
@@ -39,7 +41,6 @@ runs.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,7 @@ from sigstack.fsutil import (
     unlink_quietly,
     write_temp,
 )
+from sigstack.log.fsindex import EntryIndex
 from sigstack.log.storage import (
     CHECKPOINT_KEY,
     IndexRow,
@@ -68,15 +70,6 @@ _FILE_MODE = 0o644
 _DIR_MODE = 0o755
 _WRITER_LOCK = ".writer.lock"
 _CHECKPOINT_LOCK = ".checkpoint.lock"
-_INDEX_FILE = ".index.sqlite3"
-_LOOKUP_CHUNK = 500  # keys per SELECT (SQLite's default variable limit is 999)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entry_index (
-    ns TEXT NOT NULL, key BLOB NOT NULL, pos INTEGER NOT NULL,
-    PRIMARY KEY (ns, key, pos)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entry_index_pos ON entry_index (pos);
-"""
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -108,7 +101,7 @@ class FilesystemStorage(LogStorage):
         self._dir_lock = threading.Lock()
         self._swap_lock = threading.Lock()
         self._writer_fd: int | None = None
-        self._db_local = threading.local()
+        self._index: EntryIndex | None = None
 
     def describe(self, key: str) -> str:
         return str(self.root / key)
@@ -191,68 +184,41 @@ class FilesystemStorage(LogStorage):
 
     # -- entry index ----------------------------------------------------------------
 
-    def _db(self) -> sqlite3.Connection:
-        """This thread's connection to the index (SQLite connections are per thread)."""
-        conn: sqlite3.Connection | None = getattr(self._db_local, "conn", None)
-        if conn is None:
-            path = self.root / _INDEX_FILE
-            try:
+    def _entry_index(self) -> EntryIndex:
+        """The writer's index (buffered, see :mod:`sigstack.log.fsindex`) or a reader's."""
+        with self._swap_lock:
+            index = self._index
+            if index is None:
                 self._ensure_dir(self.root)
-                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.executescript(_SCHEMA)
-            except sqlite3.Error as exc:
-                raise StorageError(f"could not open the entry index {path}: {exc}") from exc
-            self._db_local.conn = conn
-        return conn
-
-    def _index_error(self, action: str, exc: sqlite3.Error) -> StorageError:
-        return StorageError(f"could not {action} the entry index {self.root / _INDEX_FILE}: {exc}")
+                index = self._index = EntryIndex(self.root, writer=False)
+            return index
 
     def index_add(self, rows: Sequence[IndexRow]) -> None:
         for namespace, key, _ in rows:
             validate_index_row(namespace, key)
-        if not rows:
-            return
-        db = self._db()
-        try:
-            db.execute("BEGIN")
-            db.executemany(
-                "INSERT OR IGNORE INTO entry_index (ns, key, pos) VALUES (?, ?, ?)", rows
-            )
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise self._index_error("update", exc) from exc
+        if rows:
+            self._writer_index("add to").add(rows)
 
     def index_lookup(
         self, namespace: str, keys: Sequence[bytes], below: int
     ) -> dict[bytes, list[int]]:
-        found: dict[bytes, list[int]] = {}
-        db = self._db()
-        try:
-            for start in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = list(keys[start : start + _LOOKUP_CHUNK])
-                marks = ",".join("?" * len(chunk))
-                cursor = db.execute(
-                    f"SELECT key, pos FROM entry_index WHERE ns = ? AND key IN ({marks}) "  # noqa: S608 (only "?" marks are interpolated)
-                    "AND pos < ? ORDER BY pos",
-                    [namespace, *chunk, below],
-                )
-                for key, position in cursor:
-                    found.setdefault(bytes(key), []).append(position)
-        except sqlite3.Error as exc:
-            raise self._index_error("read", exc) from exc
-        return found
+        if not keys or below <= 0:
+            return {}
+        return self._entry_index().lookup(namespace, keys, below)
 
     def index_truncate(self, size: int) -> None:
-        db = self._db()
-        try:
-            db.execute("DELETE FROM entry_index WHERE pos >= ?", (size,))
-        except sqlite3.Error as exc:
-            raise self._index_error("truncate", exc) from exc
+        self._writer_index("truncate").truncate(size)
+
+    def index_complete_to(self) -> int | None:
+        return self._entry_index().complete_to()
+
+    def _writer_index(self, action: str) -> EntryIndex:
+        index = self._index
+        if index is None or self._writer_fd is None:
+            raise StorageError(
+                f"cannot {action} the entry index of {self.root} without the writer lease"
+            )
+        return index
 
     # -- writer lease ---------------------------------------------------------------
 
@@ -268,9 +234,27 @@ class FilesystemStorage(LogStorage):
                 holder=f"another process or log instance writing the log in {self.root}; "
                 "stop it first",
             )
+            try:
+                reader, self._index = self._index, EntryIndex(self.root, writer=True)
+            except BaseException:
+                os.close(self._writer_fd)
+                self._writer_fd = None
+                raise
+        if reader is not None:
+            reader.close()
 
     def release_writer(self) -> None:
         with self._swap_lock:
             fd, self._writer_fd = self._writer_fd, None
+            index, self._index = (self._index, None) if fd is not None else (None, self._index)
+        if index is not None:
+            index.close()  # flushes the buffered rows while the lease is still held
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the flock
+
+    def close(self) -> None:
+        self.release_writer()
+        with self._swap_lock:
+            index, self._index = self._index, None
+        if index is not None:
+            index.close()

@@ -48,9 +48,14 @@ Entry index
     size) and ignores rows at or past it, and the engine calls
     ``index_truncate(size)`` whenever it (re)loads a checkpoint, before it
     sequences anything, so the next batch never finds rows of a batch that was
-    lost. ``index_add`` is durable on return and idempotent (adding a row that
-    exists is a no-op). Namespaces are ``[a-z0-9_-]{1,32}``; keys are at most
-    ``MAX_INDEX_KEY`` bytes.
+    lost. ``index_add`` is idempotent (adding a row that exists is a no-op) and,
+    unless the backend says otherwise through ``index_complete_to``, durable on
+    return. A backend that buffers rows (the filesystem one) returns from
+    ``index_complete_to`` a position below which every row added is in the index,
+    durably so for a new storage object; the engine re-adds rows for the positions
+    from there to the checkpoint's size when it (re)loads a checkpoint, after
+    ``index_truncate``. ``release_writer`` makes every row added durable.
+    Namespaces are ``[a-z0-9_-]{1,32}``; keys are at most ``MAX_INDEX_KEY`` bytes.
 
 Shared queue (optional)
     A backend that several processes can share (PostgreSQL) also offers a
@@ -158,6 +163,11 @@ class LogStorage(ABC):
     @abstractmethod
     def index_truncate(self, size: int) -> None:
         """Durably remove every index row whose position is ``>= size``."""
+
+    def index_complete_to(self) -> int | None:
+        """Every position below this has all its rows in the index; None when every
+        ``index_add`` is durable on return (see "Entry index" in the module docstring)."""
+        return None
 
     def check_writer(self) -> None:  # noqa: B027 (optional: see the docstring)
         """Raise ``Conflict`` unless this object holds the writer lease right now.

@@ -204,6 +204,11 @@ def run_fsck(args: argparse.Namespace) -> int:
                 f"{mark} {name} ({report.origin}): {report.size} entries, "
                 f"{report.tiles_checked} tiles re-derived, root {report.root_hash.hex()[:16]}…"
                 + (", index checked" if report.index_checked else "")
+                + (
+                    f" ({report.index_pending} newest entries not in it yet)"
+                    if report.index_pending
+                    else ""
+                )
             )
             for problem in report.problems:
                 console.print(f"    {problem}")

@@ -153,7 +153,7 @@ def test_missing_index_is_rebuilt_from_the_tiles(
             f.result(WAIT)
     finally:
         log.close()
-    for path in root.glob(".index.sqlite3*"):
+    for path in root.glob(".index2.sqlite3*"):
         path.unlink()
     with caplog.at_level(logging.WARNING):
         log = _log(FilesystemStorage(root), index_keys=_by_prefix)

@@ -123,16 +123,25 @@ def test_writer_lease_is_exclusive(make_storage: Callable[[], LogStorage]) -> No
 
 def test_index_add_lookup_truncate(make_storage: Callable[[], LogStorage]) -> None:
     storage = make_storage()
+    storage.acquire_writer()
     a, b = b"\x01" * 32, b"\x02" * 32
-    storage.index_add([("leaf", a, 0), ("leaf", b, 1), ("leaf", a, 5), ("digest", a, 2)])
+    storage.index_add([("leaf", a, 0), ("leaf", b, 1), ("digest", a, 2)])
+    storage.index_add([("leaf", a, 5)])
     storage.index_add([("leaf", a, 0)])  # idempotent
     assert storage.index_lookup("leaf", [a, b, b"\x03" * 32], 10) == {a: [0, 5], b: [1]}
     assert storage.index_lookup("leaf", [a], 5) == {a: [0]}
     assert storage.index_lookup("digest", [a], 10) == {a: [2]}
     storage.index_truncate(2)
-    assert make_storage().index_lookup("leaf", [a, b], 10) == {a: [0], b: [1]}
+    assert storage.index_lookup("leaf", [a, b], 10) == {a: [0], b: [1]}
     with pytest.raises(InvalidRequest):
         storage.index_add([("Bad NS", a, 0)])
+    complete = storage.index_complete_to()
+    assert complete is None or complete == 2
+    storage.release_writer()  # every row added is durable now, whatever the backend
+    other = make_storage()
+    assert other.index_lookup("leaf", [a, b], 10) == {a: [0], b: [1]}
+    assert other.index_lookup("digest", [a], 10) == {}
+    assert other.index_complete_to() in (None, 2)
 
 
 # --- filesystem specifics -----------------------------------------------------------------------

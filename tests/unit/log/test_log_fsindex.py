@@ -1,0 +1,285 @@
+"""The filesystem entry index: buffer, durable watermark, epochs, filters, migration.
+
+Epochs and chunks are shrunk (monkeypatched module constants) so that a few hundred
+rows cross several epochs and flushes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from sigstack.core.errors import StorageError
+from sigstack.core.merkle import leaf_hash
+from sigstack.core.note import Ed25519NoteSigner, Ed25519NoteVerifier
+from sigstack.log import fsindex
+from sigstack.log.engine import LEAF_NAMESPACE, BatchPolicy, Entry, TransparencyLog
+from sigstack.log.fs import FilesystemStorage
+from sigstack.log.fsck import fsck, storage_reader
+from sigstack.log.storage import IndexRow
+
+ORIGIN = "fsindex.example.test"
+KEY = ed25519.Ed25519PrivateKey.generate()
+WAIT = 10
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fsindex, "EPOCH", 64)
+    monkeypatch.setattr(fsindex, "CHUNK_ROWS", 50)
+
+
+def _key(i: int) -> bytes:
+    return leaf_hash(b"entry %d" % i)
+
+
+def _rows(start: int, end: int) -> list[IndexRow]:
+    return [(LEAF_NAMESPACE, _key(i), i) for i in range(start, end)]
+
+
+def _writer(root: Path) -> FilesystemStorage:
+    storage = FilesystemStorage(root)
+    storage.acquire_writer()
+    return storage
+
+
+def _flush(storage: FilesystemStorage) -> None:
+    """Write everything buffered now (what the flusher does in the background)."""
+    index = storage._index
+    assert index is not None
+    with index._lock:
+        index._freeze()
+    index._flush_all()
+
+
+def _verifiers() -> list[Ed25519NoteVerifier]:
+    return [Ed25519NoteSigner(ORIGIN, KEY).verifier()]
+
+
+def _tables(root: Path) -> set[str]:
+    with sqlite3.connect(root / fsindex.INDEX_FILE) as db:
+        return {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _log(root: Path) -> TransparencyLog:
+    storage = FilesystemStorage(root)
+    signer = Ed25519NoteSigner(ORIGIN, KEY)
+    if storage.read_checkpoint() is None:
+        TransparencyLog.create(storage, signer, ORIGIN)
+    log = TransparencyLog(
+        storage, signer, ORIGIN, verifier=signer.verifier(), policy=BatchPolicy(max_age=0.001)
+    )
+    log.open()
+    return log
+
+
+@pytest.mark.usefixtures("small")
+def test_rows_span_epochs_and_are_found_before_and_after_flushing(tmp_path: Path) -> None:
+    storage = _writer(tmp_path)
+    for start in range(0, 300, 30):  # batches, as the engine adds them
+        storage.index_add(_rows(start, start + 30))
+    keys = [_key(i) for i in range(300)]
+    expected = {k: [i] for i, k in enumerate(keys)}
+    assert storage.index_lookup(LEAF_NAMESPACE, keys, 300) == expected  # buffer and tables
+    assert storage.index_lookup(LEAF_NAMESPACE, keys, 100) == {
+        k: v for k, v in expected.items() if v[0] < 100
+    }
+    storage.release_writer()
+    assert {f"idx_{n}" for n in range(5)} <= _tables(tmp_path)  # 300 positions / 64
+    reader = FilesystemStorage(tmp_path)
+    assert reader.index_complete_to() == 300
+    assert reader.index_lookup(LEAF_NAMESPACE, keys, 300) == expected
+    assert reader.index_lookup(LEAF_NAMESPACE, [_key(300)], 300) == {}
+    reader.close()
+
+
+@pytest.mark.usefixtures("small")
+def test_filters_are_stored_for_complete_epochs_and_rebuilt_for_the_rest(tmp_path: Path) -> None:
+    storage = _writer(tmp_path)
+    storage.index_add(_rows(0, 150))
+    storage.release_writer()
+    with sqlite3.connect(tmp_path / fsindex.INDEX_FILE) as db:
+        stored = {e for (e,) in db.execute("SELECT epoch FROM bloom")}
+    assert stored == {0, 1}  # epoch 2 (positions 128..191) is not complete
+    again = _writer(tmp_path)
+    index = again._index
+    assert index is not None
+    # The writer answers from the stored filters and the rebuilt one alike: no false negatives.
+    keys = [_key(i) for i in range(150)]
+    assert again.index_lookup(LEAF_NAMESPACE, keys, 150) == {k: [i] for i, k in enumerate(keys)}
+    index._rebuild_one_bloom()  # what the flusher does when idle
+    assert set(index._blooms) == {0, 1, 2} and not index._pending_blooms
+    assert again.index_lookup(LEAF_NAMESPACE, keys, 150) == {k: [i] for i, k in enumerate(keys)}
+    again.release_writer()
+
+
+def test_a_miss_queries_no_table_when_the_filters_rule_it_out(tmp_path: Path) -> None:
+    storage = _writer(tmp_path)
+    storage.index_add(_rows(0, 1000))
+    storage.release_writer()
+    storage = _writer(tmp_path)
+    index = storage._index
+    assert index is not None
+    assert index._pending_blooms == [0]  # an incomplete epoch: its filter is rebuilt
+    queried: list[int] = []
+    real = index._query
+
+    def spy(db: sqlite3.Connection, epoch: int, *args: object) -> None:
+        queried.append(epoch)
+        real(db, epoch, *args)  # type: ignore[arg-type]
+
+    index._query = spy  # type: ignore[method-assign]
+    misses = [leaf_hash(b"never %d" % i) for i in range(1000)]
+    assert storage.index_lookup(LEAF_NAMESPACE, misses, 1000) == {}
+    assert queried == [0]  # without a filter the epoch is queried
+    index._rebuild_one_bloom()  # what the flusher does when idle
+    queried.clear()
+    assert storage.index_lookup(LEAF_NAMESPACE, misses, 1000) == {}
+    assert queried == []  # a single false positive would be one query (p ~ 2e-6 here)
+    assert storage.index_lookup(LEAF_NAMESPACE, [_key(7)], 1000) == {_key(7): [7]}
+    assert queried == [0]
+    storage.release_writer()
+
+
+@pytest.mark.usefixtures("small")
+def test_truncate_drops_rows_in_the_buffer_and_in_the_tables(tmp_path: Path) -> None:
+    storage = _writer(tmp_path)
+    storage.index_add(_rows(0, 200))
+    _flush(storage)
+    storage.index_add(_rows(200, 230))  # still buffered
+    storage.index_truncate(100)
+    assert storage.index_complete_to() == 100
+    keys = [_key(i) for i in range(230)]
+    assert storage.index_lookup(LEAF_NAMESPACE, keys, 1000) == {
+        k: [i] for i, k in enumerate(keys) if i < 100
+    }
+    storage.index_add(_rows(100, 110))  # the log goes on from 100
+    storage.release_writer()
+    assert not {"idx_2", "idx_3"} & _tables(tmp_path)
+    reader = FilesystemStorage(tmp_path)
+    assert reader.index_complete_to() == 110
+    assert reader.index_lookup(LEAF_NAMESPACE, keys, 1000) == {
+        k: [i] for i, k in enumerate(keys) if i < 110
+    }
+
+
+def test_a_failed_flush_is_reported_then_reset_by_truncate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = _writer(tmp_path)
+    storage.index_add(_rows(0, 10))
+    _flush(storage)
+    storage.index_add(_rows(10, 20))
+    index = storage._index
+    assert index is not None
+
+    def broken(*args: object) -> None:
+        raise StorageError("disk full (test)")
+
+    monkeypatch.setattr(index, "_write", broken)
+    with index._lock:
+        index._freeze()
+    with pytest.raises(StorageError, match="disk full"):
+        index._flush_all()
+    with pytest.raises(StorageError, match="disk full"):
+        storage.index_add(_rows(20, 30))
+    with pytest.raises(StorageError, match="disk full"):
+        storage.index_lookup(LEAF_NAMESPACE, [_key(1)], 20)
+    monkeypatch.undo()
+    storage.index_truncate(20)  # what the engine does when it recovers
+    assert storage.index_complete_to() == 10  # rows 10..19 were lost with the buffer
+    assert storage.index_lookup(LEAF_NAMESPACE, [_key(1), _key(15)], 20) == {_key(1): [1]}
+    storage.release_writer()
+
+
+def test_an_index_from_an_older_sigstack_is_replaced_and_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = _log(tmp_path)
+    try:
+        for f in [log.submit(Entry(b"entry %d" % i)) for i in range(20)]:
+            f.result(WAIT)
+    finally:
+        log.close()
+    os.unlink(tmp_path / fsindex.INDEX_FILE)
+    legacy = tmp_path / fsindex.LEGACY_INDEX_FILE
+    with sqlite3.connect(legacy) as db:
+        db.execute("CREATE TABLE entry_index (ns TEXT, key BLOB, pos INTEGER)")
+    with caplog.at_level(logging.WARNING):
+        log = _log(tmp_path)
+    try:
+        assert not legacy.exists()
+        assert "rebuilding" in caplog.text
+        assert log.lookup(LEAF_NAMESPACE, leaf_hash(b"entry 19")) == [19]
+    finally:
+        log.close()
+
+
+def test_entries_past_the_durable_watermark_are_indexed_again_on_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash loses the buffer: the engine re-adds [D, size) from the tiles."""
+    log = _log(tmp_path)
+    try:
+        for f in [log.submit(Entry(b"entry %d" % i)) for i in range(40)]:
+            f.result(WAIT)
+    finally:
+        log.close()
+    with sqlite3.connect(tmp_path / fsindex.INDEX_FILE) as db:  # as if rows 25.. never flushed
+        db.execute("DELETE FROM idx_0 WHERE pos >= 25")
+        db.execute("UPDATE meta SET value = 25 WHERE name = 'durable'")
+    reader = FilesystemStorage(tmp_path)
+    report = fsck(
+        storage_reader(reader), [Ed25519NoteSigner(ORIGIN, KEY).verifier()], storage=reader
+    )
+    reader.close()
+    assert report.ok and report.index_checked and report.index_pending == 15
+    with caplog.at_level(logging.INFO):
+        log = _log(tmp_path)
+    try:
+        assert "indexing entries 25 to 39" in caplog.text
+        for i in (0, 24, 25, 39):
+            assert log.lookup(LEAF_NAMESPACE, leaf_hash(b"entry %d" % i)) == [i]
+        again = log.submit(Entry(b"entry 30", dedup=True)).result(WAIT)
+        assert again.duplicate and again.index == 30
+    finally:
+        log.close()
+    reader = FilesystemStorage(tmp_path)
+    report = fsck(
+        storage_reader(reader), [Ed25519NoteSigner(ORIGIN, KEY).verifier()], storage=reader
+    )
+    reader.close()
+    assert report.ok and report.index_pending == 0
+
+
+def test_only_the_writer_adds_or_truncates(tmp_path: Path) -> None:
+    reader = FilesystemStorage(tmp_path)
+    with pytest.raises(StorageError, match="writer lease"):
+        reader.index_add(_rows(0, 1))
+    with pytest.raises(StorageError, match="writer lease"):
+        reader.index_truncate(0)
+    assert reader.index_lookup(LEAF_NAMESPACE, [_key(0)], 10) == {}
+    reader.close()
+
+
+def test_a_buffered_chunk_is_flushed_by_the_background_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fsindex, "FLUSH_AFTER", 0.05)
+    storage = _writer(tmp_path)
+    storage.index_add(_rows(0, 5))
+    reader = FilesystemStorage(tmp_path)
+    index = storage._index
+    assert index is not None
+    with index._lock:  # wait for the flusher, not for a clock
+        while index._durable < 5:
+            assert index._lock.wait(WAIT)
+    assert reader.index_complete_to() == 5
+    assert reader.index_lookup(LEAF_NAMESPACE, [_key(4)], 5) == {_key(4): [4]}
+    reader.close()
+    storage.release_writer()
