@@ -37,6 +37,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _mark(highest: int, *accepted: tuple[int, str]) -> dict[str, object]:
+    """The high-water mark document naming ``accepted`` (version, sha256) pairs."""
+    return {
+        "format": 1,
+        "highest_version": highest,
+        "accepted": [{"version": v, "sha256": d} for v, d in accepted],
+    }
+
+
 class _Crash(BaseException):
     """The process dying at a chosen write (raised instead of performing it)."""
 
@@ -94,11 +103,7 @@ def test_create_writes_a_consistent_snapshot_repository(repo_dir: Path, keys: Tu
         ".timestamp-high-water.json",
         "targets",
     }
-    assert _json(repo_dir / MARK) == {
-        "format": 1,
-        "highest_version": 1,
-        "accepted": [{"version": 1, "sha256": _sha256(repo_dir / "timestamp.json")}],
-    }
+    assert _json(repo_dir / MARK) == _mark(1, (1, _sha256(repo_dir / "timestamp.json")))
     for name, data in TARGETS.items():
         stored = repo_dir / "targets" / f"{hashlib.sha256(data).hexdigest()}.{name}"
         assert stored.read_bytes() == data
@@ -570,11 +575,7 @@ def test_a_crash_before_the_timestamp_commit_keeps_the_old_one_and_skips_its_ver
 
     reopened = TufRepository.open(repo_dir, keys)  # accepted: version 2 was never served
     assert reopened.status(T0).roles["timestamp"].version == 1
-    assert _json(repo_dir / MARK) == {
-        "format": 1,
-        "highest_version": 2,
-        "accepted": [{"version": 1, "sha256": hashlib.sha256(served).hexdigest()}],
-    }
+    assert _json(repo_dir / MARK) == _mark(2, (1, hashlib.sha256(served).hexdigest()))
     # The interrupted object re-verifies from disk too, and also goes above the mark.
     for writer, version in ((repo, 3), (reopened, 4)):
         assert writer.publish({**TARGETS, "trusted_root.json": str(version).encode()}, T0)
@@ -590,18 +591,7 @@ def test_a_mark_written_alone_for_the_next_version_is_accepted(
     TufRepository.create(repo_dir, keys, TARGETS, T0)
     served = _sha256(repo_dir / "timestamp.json")
     never_written = "0" * 64
-    (repo_dir / MARK).write_text(
-        json.dumps(
-            {
-                "format": 1,
-                "highest_version": 2,
-                "accepted": [
-                    {"version": 1, "sha256": served},
-                    {"version": 2, "sha256": never_written},
-                ],
-            }
-        )
-    )
+    (repo_dir / MARK).write_text(json.dumps(_mark(2, (1, served), (2, never_written))))
     repo = TufRepository.open(repo_dir, keys)
     assert _json(repo_dir / MARK)["accepted"] == [{"version": 1, "sha256": served}]
     assert repo.refresh(T0 + 200 * DAY) == ["snapshot", "timestamp"]
@@ -633,11 +623,7 @@ def test_a_crash_after_the_timestamp_commit_is_completed_on_open(
         {"version": 2, "sha256": new},
     ]
     TufRepository.open(repo_dir, keys)
-    assert _json(repo_dir / MARK) == {
-        "format": 1,
-        "highest_version": 2,
-        "accepted": [{"version": 2, "sha256": new}],
-    }
+    assert _json(repo_dir / MARK) == _mark(2, (2, new))
 
 
 def test_a_repository_without_a_mark_opens_and_gets_one(repo_dir: Path, keys: TufKeys) -> None:
@@ -648,11 +634,7 @@ def test_a_repository_without_a_mark_opens_and_gets_one(repo_dir: Path, keys: Tu
 
     opened = TufRepository.open(repo_dir, keys)
     assert opened.status(T0).roles["timestamp"].version == 2
-    assert _json(repo_dir / MARK) == {
-        "format": 1,
-        "highest_version": 2,
-        "accepted": [{"version": 2, "sha256": _sha256(repo_dir / "timestamp.json")}],
-    }
+    assert _json(repo_dir / MARK) == _mark(2, (2, _sha256(repo_dir / "timestamp.json")))
     after = snapshot_tree(repo_dir)
     assert {name: after[name] for name in before} == before  # nothing else touched
     # From now on a rollback is caught across restarts.
@@ -696,18 +678,7 @@ def test_the_mark_on_disk_bounds_the_next_timestamp_of_a_running_writer(
     first = TufRepository.create(repo_dir, keys, TARGETS, T0)
     second = TufRepository.open(repo_dir, keys)
     served = _sha256(repo_dir / "timestamp.json")
-    (repo_dir / MARK).write_text(
-        json.dumps(
-            {
-                "format": 1,
-                "highest_version": 2,
-                "accepted": [
-                    {"version": 1, "sha256": served},
-                    {"version": 2, "sha256": "1" * 64},
-                ],
-            }
-        )
-    )
+    (repo_dir / MARK).write_text(json.dumps(_mark(2, (1, served), (2, "1" * 64))))
     assert second.publish({**TARGETS, "trusted_root.json": b"{}"}, T0) is True
     assert _timestamp_version(repo_dir / "timestamp.json") == 3
     assert first.publish({**TARGETS, "trusted_root.json": b"[]"}, T0) is True  # re-verified
