@@ -305,18 +305,13 @@ class EntryIndex:
             self._lock.notify_all()
             first = size // EPOCH
             try:
-                db.execute("BEGIN IMMEDIATE")
-                for epoch in sorted(e for e in self._epochs if e > first):
-                    db.execute(f"DROP TABLE IF EXISTS {_table(epoch)}")
-                if first in self._epochs:
-                    db.execute(_create(first))
-                    db.execute(f"DELETE FROM {_table(first)} WHERE pos >= ?", (size,))  # noqa: S608 (table names are generated)
-                db.execute("DELETE FROM bloom WHERE epoch >= ?", (first,))
-                durable = min(self._read_durable(db), size)
-                db.execute(
-                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('durable', ?)", (durable,)
-                )
-                db.execute("COMMIT")
+                durable = self._read_durable(db)
+                # Every row in SQLite is below D (a flush writes rows and D together), and
+                # so is every stored filter's epoch: when D <= size there is nothing to
+                # drop, and opening a large log needs no scan of its newest epoch.
+                if durable > size:
+                    self._truncate_tables(db, first, size)
+                    durable = size
             except sqlite3.Error as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -327,6 +322,18 @@ class EntryIndex:
                 self._epochs.discard(epoch)
                 self._blooms.pop(epoch, None)
             self._pending_blooms = [e for e in self._pending_blooms if e in self._epochs]
+
+    def _truncate_tables(self, db: sqlite3.Connection, first: int, size: int) -> None:
+        """Drop the rows of positions ``>= size`` (in epoch ``first`` and later) and D."""
+        db.execute("BEGIN IMMEDIATE")
+        for epoch in sorted(e for e in self._epochs if e > first):
+            db.execute(f"DROP TABLE IF EXISTS {_table(epoch)}")
+        if first in self._epochs:
+            db.execute(_create(first))
+            db.execute(f"DELETE FROM {_table(first)} WHERE pos >= ?", (size,))  # noqa: S608 (table names are generated)
+        db.execute("DELETE FROM bloom WHERE epoch >= ?", (first,))
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('durable', ?)", (size,))
+        db.execute("COMMIT")
 
     def close(self) -> None:
         """Flush everything buffered (writer), stop the flusher, close connections."""
