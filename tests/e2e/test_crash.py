@@ -15,6 +15,9 @@ the HTTP read path and with the bench's independent verifier
   the served tiles; consistency is transitive, so each iteration checks what it
   saw against the last checkpoint already proven, which covers all history);
 * the served log adds up: every tile and the root re-derived from the entries;
+* the entry index survived: acknowledged entries resubmitted (the newest, which the
+  index had likely not flushed before the kill, and a random few) are answered with
+  the index they already have;
 * the log goes on: new writes get indexes after everything acknowledged.
 
 ``SIGSTACK_CRASH_ITERATIONS`` (default 8) sets the number of crashes and
@@ -58,6 +61,7 @@ POOL_HEADROOM = 6_000
 """Signed entries kept ready before each iteration (more than one iteration uses)."""
 NEW_WRITES = 3
 INCLUSION_SAMPLES = 20
+DEDUP_SAMPLES = 5
 
 
 @dataclass
@@ -72,6 +76,9 @@ class Ledger:
     """The latest checkpoint proven consistent with everything seen before it."""
     answers: list[Ack] = field(default_factory=list)
     """Answers received since the last check (their proofs are checked then)."""
+    requests: dict[int, bytes] = field(default_factory=dict)
+    """The request body each acknowledged index was answered for (resubmitted to test
+    deduplication, i.e. the entry index, after a crash)."""
     errors_before_kill: list[str] = field(default_factory=list)
 
     def record(self, ack: Ack) -> None:
@@ -106,6 +113,7 @@ async def _load_until_killed(
                         ledger.errors_before_kill.append(str(exc))
                     return
                 ledger.record(ack)  # a 201 is an acknowledgement, even one read after the kill
+                ledger.requests[ack.index] = body
                 acks += 1
         finally:
             await client.close()
@@ -192,6 +200,19 @@ async def _check_after_restart(
             )
         for index in rng.sample(sorted(ledger.acked), min(INCLUSION_SAMPLES, len(ledger.acked))):
             await log.verify_inclusion(index, ledger.acked[index], cp)
+
+        # The entry index survived: acknowledged entries, the newest (written just before
+        # the kill, past what the index had flushed) and older ones, are found again.
+        acked = sorted(ledger.requests)
+        sample = set(acked[-DEDUP_SAMPLES:]) | set(
+            rng.sample(acked, min(DEDUP_SAMPLES, len(acked)))
+        )
+        for index in sorted(sample):
+            again = await client.submit(ledger.requests[index])
+            assert again.index == index, (
+                f"seed {seed}: entry {index} resubmitted after the restart got index "
+                f"{again.index}; deduplication should have answered {index}"
+            )
 
         # The log goes on after everything it acknowledged.
         highest = max(ledger.acked, default=-1)
