@@ -164,6 +164,7 @@ class EntryIndex:
         self._epochs: set[int] = set()
         self._blooms: dict[int, bytearray] = {}
         self._pending_blooms: list[int] = []  # epochs whose filter the flusher rebuilds
+        self._stored_blooms: set[int] = set()  # epochs whose filter is in SQLite
         self._durable = 0
         self._thread: threading.Thread | None = None
         if writer:
@@ -228,6 +229,7 @@ class EntryIndex:
             bits = stored.get(epoch)
             if bits is not None and len(bits) == BLOOM_BITS // 8:
                 self._blooms[epoch] = bytearray(bits)
+                self._stored_blooms.add(epoch)
             else:
                 self._pending_blooms.append(epoch)
         self._active = _Chunk(end=self._durable)
@@ -312,6 +314,7 @@ class EntryIndex:
                 if durable > size:
                     self._truncate_tables(db, first, size)
                     durable = size
+                    self._stored_blooms = {e for e in self._stored_blooms if e < first}
             except sqlite3.Error as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -395,10 +398,14 @@ class EntryIndex:
                     if not self._frozen:
                         return wrote
                     chunk = self._frozen[0]
+                    # Filters of epochs this chunk completes, each stored once (a copy
+                    # of 2 MiB: not repeated for every flush).
                     blooms = {
                         e: bytes(b)
                         for e, b in self._blooms.items()
-                        if (e + 1) * EPOCH <= chunk.end and e not in self._pending_blooms
+                        if (e + 1) * EPOCH <= chunk.end
+                        and e not in self._stored_blooms
+                        and e not in self._pending_blooms
                     }
                 try:
                     self._write(chunk, blooms)
@@ -412,6 +419,7 @@ class EntryIndex:
                     if self._frozen and self._frozen[0] is chunk:
                         self._frozen.pop(0)
                     self._durable = max(self._durable, chunk.end)
+                    self._stored_blooms.update(blooms)
                     self._lock.notify_all()
                 wrote = True
 
@@ -434,10 +442,9 @@ class EntryIndex:
             db.execute(
                 "INSERT OR REPLACE INTO meta (name, value) VALUES ('durable', ?)", (durable,)
             )
-            stored = {e for (e,) in db.execute("SELECT epoch FROM bloom")}
-            for epoch, bits in blooms.items():
-                if epoch not in stored:
-                    db.execute("INSERT INTO bloom (epoch, bits) VALUES (?, ?)", (epoch, bits))
+            db.executemany(
+                "INSERT OR REPLACE INTO bloom (epoch, bits) VALUES (?, ?)", blooms.items()
+            )
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
