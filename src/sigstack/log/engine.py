@@ -1247,19 +1247,25 @@ class TransparencyLog:
                 f"the log {self._origin} lost its writer lease and stopped signing: {exc}"
             ) from exc
 
+    def _reload(self) -> tuple[_Edge, Checkpoint]:
+        """Under the lease, re-derive state from the durable checkpoint for sequencing
+        on: consistent with what was published, made durable, the index synced."""
+        self._cache.clear()
+        self._check_lease()
+        edge, current = self._load_state()
+        published = self._current
+        if published is not None:
+            self._check_consistent(published, current)
+        # Whatever checkpoint readers may have seen must be durable before the
+        # tree grows past it (a failed swap may have left it visible only).
+        self._storage.swap_checkpoint(current.note, current.note)
+        self._sync_index(current)
+        return edge, current
+
     def _recover(self) -> bool:
         """Re-derive state from the durable checkpoint; True when the log can go on."""
-        self._cache.clear()
         try:
-            self._check_lease()
-            edge, current = self._load_state()
-            published = self._current
-            if published is not None:
-                self._check_consistent(published, current)
-            # Whatever checkpoint readers may have seen must be durable before the
-            # tree grows past it (the failed swap may have left it visible only).
-            self._storage.swap_checkpoint(current.note, current.note)
-            self._sync_index(current)
+            edge, current = self._reload()
         except _LeaseLost as exc:
             self._lease_lost(exc)
             return False
@@ -1443,14 +1449,7 @@ class TransparencyLog:
             _log.warning("log %s: could not try the writer lease: %s", self._origin, exc)
             return False
         try:
-            self._cache.clear()
-            self._check_lease()
-            edge, current = self._load_state()
-            published = self._current
-            if published is not None:
-                self._check_consistent(published, current)
-            self._storage.swap_checkpoint(current.note, current.note)
-            self._sync_index(current)
+            edge, current = self._reload()
         except LogIntegrityError as exc:
             _log.error("log %s: stored state does not add up, stopping: %s", self._origin, exc)
             self._stop(exc)
