@@ -29,6 +29,7 @@ from pathlib import Path
 
 from sigstack import __version__
 from sigstack.core.errors import SigstackError
+from sigstack.core.net import port_number
 from sigstack.stack.config import SERVICES
 
 DATA_DIR_ENV = "SIGSTACK_DATA_DIR"
@@ -40,16 +41,6 @@ def default_data_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "sigstack"
-
-
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a valid port (1-65535)")
-    return port
 
 
 def _add_state_options(p: argparse.ArgumentParser) -> None:
@@ -75,10 +66,12 @@ def _add_network_options(p: argparse.ArgumentParser) -> None:
         help="loopback address to serve on and put in URLs: 127.0.0.1 (default), ::1, localhost",
     )
     p.add_argument(
-        "--base-port", type=_port, default=None, help="first port of the block (default 7700)"
+        "--base-port", type=port_number, default=None, help="first port of the block (default 7700)"
     )
     for service in SERVICES:
-        p.add_argument(f"--{service}-port", type=_port, default=None, help=f"port for {service}")
+        p.add_argument(
+            f"--{service}-port", type=port_number, default=None, help=f"port for {service}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ two checks, so "loopback" and "a valid email" mean the same thing everywhere.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import re
 
@@ -63,3 +64,14 @@ def check_email(address: str) -> str:
     if len(domain) > _MAX_DOMAIN or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
         raise InvalidRequest(f"email {address!r} has an invalid domain")
     return address
+
+
+def port_number(value: str) -> int:
+    """An ``argparse`` type: a TCP port, 1 to 65535."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a valid port (1-65535)")
+    return port

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sigstack.core.errors import ConfigError, Conflict, SigstackError, StateError
+from sigstack.core.net import port_number
 
 if TYPE_CHECKING:  # the command line imports this module to build its parser: keep it light
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -87,16 +88,6 @@ _NEW_LOG_SIZE = 1
 _CREATE_ATTEMPTS = 100
 
 
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a valid port (1-65535)")
-    return port
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``sigstack serve`` (see the module docstring)."""
     parser.add_argument("service", choices=SERVICES, help="the service to serve")
@@ -119,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="loopback address to listen on (default: the stack's host, else 127.0.0.1)",
     )
-    parser.add_argument("--port", type=_port, required=True, help="port to listen on")
+    parser.add_argument("--port", type=port_number, required=True, help="port to listen on")
     parser.add_argument(
         "--log-storage",
         default=None,
