@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,29 @@ WAIT = 10
 def small(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fsindex, "EPOCH", 64)
     monkeypatch.setattr(fsindex, "CHUNK_ROWS", 50)
+
+
+@pytest.fixture
+def rebuild(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[fsindex.EntryIndex], None]]:
+    """Hold the flusher's background filter rebuild until the test has looked at the state
+    before it; yields the real rebuild for the test to run when it chooses."""
+    real = fsindex.EntryIndex._rebuild_one_bloom
+    release = threading.Event()
+
+    def held(self: fsindex.EntryIndex) -> None:
+        if self._pending_blooms:
+            release.wait(WAIT)
+        real(self)
+
+    def run(index: fsindex.EntryIndex) -> None:
+        real(index)
+        release.set()
+
+    monkeypatch.setattr(fsindex.EntryIndex, "_rebuild_one_bloom", held)
+    try:
+        yield run
+    finally:
+        release.set()
 
 
 def _key(i: int) -> bytes:
@@ -118,7 +143,9 @@ def test_filters_are_stored_for_complete_epochs_and_rebuilt_for_the_rest(tmp_pat
     again.release_writer()
 
 
-def test_a_miss_queries_no_table_when_the_filters_rule_it_out(tmp_path: Path) -> None:
+def test_a_miss_queries_no_table_when_the_filters_rule_it_out(
+    tmp_path: Path, rebuild: Callable[[fsindex.EntryIndex], None]
+) -> None:
     storage = _writer(tmp_path)
     storage.index_add(_rows(0, 1000))
     storage.release_writer()
@@ -137,7 +164,7 @@ def test_a_miss_queries_no_table_when_the_filters_rule_it_out(tmp_path: Path) ->
     misses = [leaf_hash(b"never %d" % i) for i in range(1000)]
     assert storage.index_lookup(LEAF_NAMESPACE, misses, 1000) == {}
     assert queried == [0]  # without a filter the epoch is queried
-    index._rebuild_one_bloom()  # what the flusher does when idle
+    rebuild(index)  # what the flusher does when idle
     queried.clear()
     assert storage.index_lookup(LEAF_NAMESPACE, misses, 1000) == {}
     assert queried == []  # a single false positive would be one query (p ~ 2e-6 here)
