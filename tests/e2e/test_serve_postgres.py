@@ -6,12 +6,17 @@ its index with its body, that every checkpoint anyone saw is consistent with the
 tree, then SIGKILLs the sequencer under load and checks that another process takes
 over, that no acknowledged entry is lost, that nothing forked, and that fsck over the
 database is clean. The killed process comes back as a follower and the new sequencer
-is killed in turn, several times. Skipped without PostgreSQL (see tests/conftest.py).
+is killed in turn, several times. The same processes serve the Rekor v1 API from its own
+log in the database: every frontend finds, by hash, key and email, what was logged
+through any other, and goes on doing so after the v1 sequencer is killed. Skipped
+without PostgreSQL (see tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import hashlib
 import json
 import os
 import signal
@@ -26,6 +31,9 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 pytest.importorskip(
     "psycopg",
@@ -33,14 +41,17 @@ pytest.importorskip(
     "tests/conftest.py",
 )
 
-from sigstack.core.merkle import CompactRange, leaf_hash, verify_inclusion
+from sigstack.core import pki
+from sigstack.core.encoding import canonical_json
+from sigstack.core.keys import spki_der
+from sigstack.core.merkle import CompactRange, leaf_hash, verify_consistency, verify_inclusion
 from sigstack.core.note import NoteVerifier, open_note, parse_checkpoint
 from sigstack.core.tiles import TILE_WIDTH, bundle_for, decode_bundle
 from sigstack.log.fsck import fsck, storage_reader
 from sigstack.log.postgres import PostgresStorage
 from sigstack.ops.bench.entries import EntryPool
 from sigstack.ops.bench.procs import free_ports
-from sigstack.ops.serve import READY_LINE, ROLE_LINE
+from sigstack.ops.serve import READY_LINE, ROLE_LINE, V1_LOG_SUFFIX, V1_ROLE_LINE
 from sigstack.stack import bootstrap
 from sigstack.stack.state import StateDir
 
@@ -95,9 +106,10 @@ class Frontend:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def terms(self) -> list[int]:
-        """Lease terms this process announced becoming the sequencer in."""
-        prefix = f"{ROLE_LINE} sequencer (lease term "
+    def terms(self, role_line: str = ROLE_LINE) -> list[int]:
+        """Lease terms this process announced becoming the sequencer in (of the v2 log,
+        or of the log whose role lines start with ``role_line``)."""
+        prefix = f"{role_line} sequencer (lease term "
         return [
             int(line[len(prefix) :].rstrip(")")) for line in self.lines if line.startswith(prefix)
         ]
@@ -249,7 +261,7 @@ def frontends(
     ]
     started = [Frontend(f"frontend-{i}", port, args) for i, port in enumerate(free_ports(3))]
     try:
-        for f in started:  # all at once: they race to create the log, one does
+        for f in started:  # all at once: they race to create the logs, one does each
             f.start()
         for f in started:
             f.wait_ready()
@@ -257,6 +269,11 @@ def frontends(
     finally:
         for f in started:
             f.stop()
+        v1_log = PostgresStorage(postgres_dsn, postgres_log_name + V1_LOG_SUFFIX)
+        try:
+            v1_log.destroy()  # the v1 log the frontends made beside the test's log
+        finally:
+            v1_log.close()
 
 
 def _check_ack(body: bytes, answer: dict[str, Any], verifier: NoteVerifier) -> tuple[int, bytes]:
@@ -384,3 +401,152 @@ def test_three_frontends_share_one_log_and_survive_the_sequencer_dying(
         storage.close()
     for f in frontends:
         assert f.stop() == 0, "\n".join(f.lines)
+
+
+# --- Rekor v1 ----------------------------------------------------------------------------------
+
+
+def _v1_entry(email: str, artifact: bytes) -> tuple[bytes, str, str]:
+    """A hashedrekord 0.0.1 entry signed with a certificate for ``email``:
+    ``(request, artifact sha256 hex, base64 PEM certificate)``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(pki.name("sigstack e2e", "throw-away issuer"))
+        .public_key(key.public_key())
+        .serial_number(pki.random_serial())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(minutes=10))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_b64 = base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode()
+    signature = base64.b64encode(key.sign(artifact, ec.ECDSA(hashes.SHA256()))).decode()
+    digest = hashlib.sha256(artifact).hexdigest()
+    spec = {
+        "data": {"hash": {"algorithm": "sha256", "value": digest}},
+        "signature": {"content": signature, "publicKey": {"content": cert_b64}},
+    }
+    body = {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": spec}
+    return json.dumps(body).encode(), digest, cert_b64
+
+
+def _check_v1_answer(
+    answer: dict[str, Any], material: bootstrap.Material
+) -> tuple[str, int, int, bytes]:
+    """Check an entry's SET and inclusion proof; ``(entryUUID, index, tree size, root)``."""
+    ((entry_id, entry),) = answer.items()
+    key = material.ecdsa("rekor-v1").public_key()
+    assert entry["logID"] == hashlib.sha256(spki_der(key)).hexdigest()
+    signed = {k: entry[k] for k in ("body", "integratedTime", "logID", "logIndex")}
+    key.verify(
+        base64.b64decode(entry["verification"]["signedEntryTimestamp"]),
+        canonical_json(signed),
+        ec.ECDSA(hashes.SHA256()),
+    )
+    proof = entry["verification"]["inclusionProof"]
+    text, _ = open_note(proof["checkpoint"].encode(), [material.rekor_v1_signer().verifier()])
+    cp = parse_checkpoint(text)
+    assert cp.origin == material.log_origin("rekor-v1")
+    assert (proof["treeSize"], proof["rootHash"]) == (cp.size, cp.root_hash.hex())
+    leaf = leaf_hash(base64.b64decode(entry["body"]))
+    assert entry_id.endswith(leaf.hex())
+    hashes_ = [bytes.fromhex(h) for h in proof["hashes"]]
+    verify_inclusion(leaf, entry["logIndex"], cp.size, hashes_, cp.root_hash)
+    return entry_id, entry["logIndex"], cp.size, cp.root_hash
+
+
+def test_every_frontend_serves_rekor_v1_and_its_search_from_the_database(
+    frontends: list[Frontend], stack_dir: Path
+) -> None:
+    material = bootstrap.load(StateDir(stack_dir), None)
+    with httpx.Client(timeout=30, trust_env=False) as client:
+
+        def health() -> dict[str, dict[str, Any]]:
+            return {f.name: client.get(f"{f.url}/healthz").json() for f in frontends if f.alive}
+
+        roles = sorted(h["v1"]["role"] for h in health().values())
+        assert roles == ["follower", "follower", "sequencer"], health()
+
+        # Entries logged through different frontends, each answer verified.
+        logged = []  # (entryUUID, email, digest, certificate)
+        first: tuple[int, bytes] | None = None
+        for i, f in enumerate(frontends):
+            email = f"user{i}@example.com"
+            body, digest, cert = _v1_entry(email, b"artifact %d" % i)
+            resp = client.post(f"{f.url}/api/v1/log/entries", content=body)
+            assert resp.status_code == 201, resp.text
+            entry_id, _, size, root = _check_v1_answer(resp.json(), material)
+            assert resp.headers["Location"] == f"/api/v1/log/entries/{entry_id}"
+            first = first or (size, root)
+            logged.append((entry_id, email, digest, cert, body))
+        # A duplicate sent to another frontend is 409, naming the entry.
+        resp = client.post(f"{frontends[1].url}/api/v1/log/entries", content=logged[0][4])
+        assert resp.status_code == 409, resp.text
+        assert resp.headers["Location"] == f"/api/v1/log/entries/{logged[0][0]}"
+
+        def found_everywhere(entries: list[tuple[str, str, str, str, bytes]]) -> None:
+            for f in (f for f in frontends if f.alive):
+                for entry_id, email, digest, cert, _ in entries:
+                    queries = [
+                        {"email": email},
+                        {"hash": f"sha256:{digest}"},
+                        {"publicKey": {"format": "x509", "content": cert}},
+                    ]
+                    for query in queries:
+                        resp = client.post(f"{f.url}/api/v1/index/retrieve", json=query)
+                        assert resp.json() == [entry_id], (f.name, query, resp.text)
+                    resp = client.get(f"{f.url}/api/v1/log/entries/{entry_id}")
+                    assert resp.status_code == 200 and list(resp.json()) == [entry_id]
+                    _, index, _, _ = _check_v1_answer(resp.json(), material)
+                    resp = client.get(f"{f.url}/api/v1/log/entries", params={"logIndex": index})
+                    assert list(resp.json()) == [entry_id]
+                    resp = client.post(
+                        f"{f.url}/api/v1/log/entries/retrieve/", json={"entryUUIDs": [entry_id]}
+                    )
+                    assert [list(e) for e in resp.json()] == [[entry_id]]
+
+        found_everywhere(logged)
+
+        # The tree: log info, the log key, a consistency proof from the first answer.
+        pem = client.get(f"{frontends[2].url}/api/v1/log/publicKey").content
+        assert serialization.load_pem_public_key(pem) == material.ecdsa("rekor-v1").public_key()
+        info = client.get(f"{frontends[2].url}/api/v1/log").json()
+        assert info["treeID"] == str(material.rekor_v1_tree_id())
+        text, _ = open_note(
+            info["signedTreeHead"].encode(), [material.rekor_v1_signer().verifier()]
+        )
+        assert parse_checkpoint(text).size == info["treeSize"] >= len(logged) + 1
+        assert first is not None
+        proof = client.get(
+            f"{frontends[0].url}/api/v1/log/proof",
+            params={"firstSize": first[0], "lastSize": info["treeSize"]},
+        ).json()
+        assert proof["rootHash"] == info["rootHash"]
+        verify_consistency(
+            first[0],
+            info["treeSize"],
+            first[1],
+            bytes.fromhex(info["rootHash"]),
+            [bytes.fromhex(h) for h in proof["hashes"]],
+        )
+
+        # Kill the v1 sequencer: another frontend takes the v1 log over, and everything
+        # logged before and after is still found through every survivor.
+        (sequencer,) = [f for f in frontends if health()[f.name]["v1"]["role"] == "sequencer"]
+        last_term = max(sequencer.terms(V1_ROLE_LINE))
+        assert sequencer.proc is not None
+        sequencer.proc.kill()
+        sequencer.proc.wait()
+        survivors = [f for f in frontends if f.alive]
+        deadline = time.monotonic() + WAIT
+        while not [f for f in survivors if max(f.terms(V1_ROLE_LINE), default=0) > last_term]:
+            assert time.monotonic() < deadline, "no survivor took the Rekor v1 log over"
+            time.sleep(0.02)
+        body, digest, cert = _v1_entry("late@example.com", b"after the takeover")
+        resp = client.post(f"{survivors[0].url}/api/v1/log/entries", content=body)
+        assert resp.status_code == 201, resp.text
+        entry_id, _, _, _ = _check_v1_answer(resp.json(), material)
+        found_everywhere([*logged, (entry_id, "late@example.com", digest, cert, body)])

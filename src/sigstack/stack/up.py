@@ -266,13 +266,14 @@ async def open_services(
     )
     ctlog_config = material.ctlog_config()
     rekor_signer = material.rekor_signer()
-    moved = state.moved_marker("rekor")
-    if moved.exists():
-        raise StateError(
-            moved,
-            "this stack's Rekor log was moved to PostgreSQL and is served by `sigstack serve "
-            "rekor --log-storage ...`; serving the old copy here would fork the log",
-        )
+    for name in ("rekor", "rekor-v1"):
+        moved = state.moved_marker(name)
+        if moved.exists():
+            raise StateError(
+                moved,
+                f"this stack's {name} log was moved to PostgreSQL and is served by `sigstack "
+                "serve rekor --log-storage ...`; serving the old copy here would fork the log",
+            )
 
     async with contextlib.AsyncExitStack() as opened:
         ctlog = await open_ctlog(ctlog_config, FilesystemStorage(state.log_dir("ctlog")))

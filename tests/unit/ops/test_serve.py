@@ -8,9 +8,15 @@ creating the database log from the stack's filesystem log, against a real server
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,13 +26,16 @@ pytest.importorskip(
     "tests/conftest.py",
 )
 
-from sigstack.core.errors import ConfigError
+from sigstack.core.errors import ConfigError, StateError
 from sigstack.log.engine import Entry, TransparencyLog
 from sigstack.log.fs import FilesystemStorage
 from sigstack.log.fsck import fsck, storage_reader
 from sigstack.log.postgres import PostgresStorage
-from sigstack.ops.serve import add_arguments, ensure_database_log
-from sigstack.stack import bootstrap
+from sigstack.log.storage import LogStorage
+from sigstack.ops.serve import V1_LOG, add_arguments, ensure_database_log, run_serve
+from sigstack.services.rekor import v1 as rekor_v1
+from sigstack.services.rekor.v1 import EntryExists, RekorV1Service
+from sigstack.stack import bootstrap, genesis
 from sigstack.stack.config import Endpoints
 from sigstack.stack.state import StateDir
 
@@ -167,3 +176,126 @@ def test_copying_refuses_while_the_stack_log_is_written(
         assert storage.read_checkpoint() is None
     finally:
         busy.release_writer()
+
+
+# --- the Rekor v1 log ------------------------------------------------------------------------
+
+
+def _v1_service(material: bootstrap.Material, storage: LogStorage) -> RekorV1Service:
+    """The stack's Rekor v1 service over ``storage``, wired as `sigstack serve` wires it."""
+    signer = material.rekor_v1_signer()
+    log = TransparencyLog(
+        storage,
+        signer,
+        material.log_origin(V1_LOG),
+        signer.verifier(),
+        index_keys=rekor_v1.index_keys,
+    )
+    log.open()
+    return RekorV1Service(log, material.ecdsa(V1_LOG), material.rekor_v1_tree_id())
+
+
+def _hashedrekord(n: int) -> tuple[bytes, str, str]:
+    """A distinct hashedrekord 0.0.1 entry signed by a throw-away key (as the genesis
+    entry is built): ``(request, artifact sha256 hex, base64 PEM key)``."""
+    created = dt.datetime(2030, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=n)
+    request = genesis.v1_request("a test", created)
+    digest = hashlib.sha256(genesis.statement("a test", created)).hexdigest()
+    key = json.loads(request)["spec"]["signature"]["publicKey"]["content"]
+    return request, digest, key
+
+
+def _search(service: RekorV1Service, query: dict[str, Any]) -> list[str]:
+    return service.search_index(json.dumps(query).encode())
+
+
+def test_the_rekor_v1_log_is_copied_to_the_database_and_stays_searchable(
+    fresh_material: bootstrap.Material, db: Callable[[], PostgresStorage]
+) -> None:
+    """The v1 log moves like the v2 log, and its search index is rows of the same database."""
+    requests = [_hashedrekord(i) for i in range(3)]
+    fs_service = _v1_service(
+        fresh_material, FilesystemStorage(fresh_material.state.log_dir(V1_LOG))
+    )
+    try:
+        ids = [asyncio.run(fs_service.create_entry(body))[0] for body, _, _ in requests]
+        note = fs_service.transparency_log.checkpoint().note
+    finally:
+        fs_service.transparency_log.close()
+
+    storage = db()
+    with pytest.raises(ConfigError, match=r"Rekor v1 log .* holds"):  # served: ask first
+        ensure_database_log(storage, fresh_material, copy_filesystem_log=False, log=V1_LOG)
+    said: list[str] = []
+    ensure_database_log(
+        storage, fresh_material, copy_filesystem_log=True, say=said.append, log=V1_LOG
+    )
+    assert storage.read_checkpoint() == note  # the same tree, under the same key
+    assert any(line.startswith("copied the Rekor v1 log") for line in said), said
+    assert "moved_to" in fresh_material.state.moved_marker(V1_LOG).read_text()
+    assert not fresh_material.state.moved_marker("rekor").exists()  # only what moved
+
+    # Opening the copy rebuilds the search index (it is not an object of the log) in
+    # PostgreSQL, from the copied entries. (Search by email over PostgreSQL: see
+    # tests/e2e/test_serve_postgres.py.)
+    service = _v1_service(fresh_material, db())
+    try:
+        for entry_id, (_, digest, key) in zip(ids, requests, strict=True):
+            logged = json.loads(base64.b64decode(service.entry_by_uuid(entry_id)[entry_id]["body"]))
+            assert logged["spec"]["data"]["hash"]["value"] == digest
+            assert _search(service, {"hash": f"sha256:{digest}"}) == [entry_id]
+            assert _search(service, {"publicKey": {"format": "x509", "content": key}}) == [entry_id]
+        assert _search(service, {"hash": "00" * 32}) == []
+
+        # The copy is the log: a copied entry is a duplicate, a new one is found at once.
+        with pytest.raises(EntryExists) as info:
+            asyncio.run(service.create_entry(requests[0][0]))
+        assert info.value.entry_id == ids[0]
+        body, digest, key = _hashedrekord(len(ids))
+        new_id, answer = asyncio.run(service.create_entry(body))
+        assert answer[new_id]["logIndex"] == len(ids) + 1  # after the genesis entry and the copies
+        query = {"hash": digest, "publicKey": {"format": "x509", "content": key}, "operator": "and"}
+        assert _search(service, query) == [new_id]
+    finally:
+        service.transparency_log.close()
+
+
+def _serve_args(material: bootstrap.Material) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(
+        ["rekor", "--data-dir", str(material.state.root), "--port", str(_free_port())]
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("log", ["rekor", V1_LOG])
+def test_serving_a_moved_filesystem_log_is_refused(
+    fresh_material: bootstrap.Material, log: str
+) -> None:
+    """Without --log-storage, a log that lives in PostgreSQL now would be forked."""
+    marker = fresh_material.state.moved_marker(log)
+    marker.write_text('{"moved_to": "postgresql://db/sigstack"}\n')
+    with pytest.raises(StateError, match="moved to PostgreSQL") as info:
+        run_serve(_serve_args(fresh_material))
+    assert info.value.path == marker
+
+
+def test_a_stack_from_before_rekor_v1_is_told_to_run_init(
+    fresh_material: bootstrap.Material,
+) -> None:
+    """Serving only v2 would leave the v1 URL of the trusted root unanswered: refuse."""
+    manifest = fresh_material.state.manifest_path
+    doc = json.loads(manifest.read_text())
+    del doc["logs"][V1_LOG]  # as a stack made before Rekor v1 existed
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="sigstack init --data-dir") as info:
+        run_serve(_serve_args(fresh_material))
+    assert "log rekor-v1" in str(info.value)

@@ -425,10 +425,11 @@ def test_an_interrupted_upgrade_is_adopted_not_repeated(initialized: Path) -> No
     assert adopted["logs"]["rekor-v1"]["origin"] == upgraded["logs"]["rekor-v1"]["origin"]
 
 
-def test_up_refuses_a_log_that_was_moved_to_postgresql(initialized: Path) -> None:
+@pytest.mark.parametrize("log", ["rekor", "rekor-v1"])
+def test_up_refuses_a_log_that_was_moved_to_postgresql(initialized: Path, log: str) -> None:
     """Appending to the old filesystem copy would fork the log the database continues."""
     sd = StateDir(initialized)
-    sd.moved_marker("rekor").write_text('{"moved_to": "postgresql://db/sigstack"}\n')
+    sd.moved_marker(log).write_text('{"moved_to": "postgresql://db/sigstack"}\n')
     with pytest.raises(StateError, match="moved to PostgreSQL") as info:
         _load(initialized)
-    assert info.value.path == sd.moved_marker("rekor")
+    assert info.value.path == sd.moved_marker(log)
