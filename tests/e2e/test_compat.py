@@ -2,8 +2,9 @@
 other's bundles against one sigstack instance, on Rekor v1 and v2.
 
 Every bundle either client makes is verified by both clients (through TUF and, for
-Python, through --trust-config too), and each client's verifier is shown to refuse a
-wrong identity, a wrong issuer, a tampered artifact and a tampered bundle. Where a
+Python, through --trust-config too; for JS, by the library and by the `@sigstore/cli
+verify` command), and each verifier is shown to refuse a wrong identity, a wrong
+issuer, a tampered artifact and a tampered bundle. Where a
 client cannot verify an entry kind at all (sigstore-python 4.5 has no verifier for
 intoto 0.0.2 or dsse 0.0.2 entries), the test pins that refusal and its reason, so a
 client upgrade that adds support shows up here.
@@ -110,10 +111,16 @@ def _artifact(inst: Instance, name: str) -> Path:
     return path
 
 
-def py_sign(inst: Instance, name: str, rekor: int, attest: bool = False) -> tuple[Path, Path]:
+def py_sign(
+    inst: Instance, name: str, rekor: int, attest: bool = False, *, tuf: bool = False
+) -> tuple[Path, Path]:
+    """Sign (or attest) with the sigstore-python CLI, through TUF or the trust config."""
     artifact = _artifact(inst, name)
     bundle = inst.work / f"{name}.sigstore.json"
-    args = ["--trust-config", str(inst.trust_config)]
+    if tuf:
+        args = ["--instance", inst.stack.url("tuf")]
+    else:
+        args = ["--trust-config", str(inst.trust_config)]
     if attest:
         predicate = inst.work / f"{name}.predicate.json"
         predicate.write_text(
@@ -248,16 +255,78 @@ def js_verify(
     *,
     identity: str = ALICE,
     issuer: str | None = None,
+    cli: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    return run_js(
-        inst,
-        js,
-        "verify",
-        str(bundle),
-        str(artifact) if artifact else "-",
-        identity,
-        issuer or inst.issuer,
+    """Verify with the sigstore-js library or, with ``cli``, `@sigstore/cli verify` (TUF)."""
+    if not cli:
+        return run_js(
+            inst,
+            js,
+            "verify",
+            str(bundle),
+            str(artifact) if artifact else "-",
+            identity,
+            issuer or inst.issuer,
+        )
+    env = inst.js_env()
+    blob = ["--blob-file", str(artifact)] if artifact else []
+    return subprocess.run(
+        [
+            str(js / "node_modules" / ".bin" / "sigstore"),
+            "verify",
+            str(bundle),
+            *blob,
+            "--certificate-identity-email",
+            identity,
+            "--certificate-issuer",
+            issuer or inst.issuer,
+            "--tuf-mirror-url",
+            env["TUF_MIRROR"],
+            "--tuf-root-path",
+            env["TUF_ROOT"],
+            "--tuf-cache-path",
+            str(inst.work / "js-cli-tuf-cache"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
+
+
+def check_js_verifiers(
+    inst: Instance, js: Path, bundle: Path, artifact: Path, *, attest: bool
+) -> None:
+    """Both JS verifiers accept ``bundle`` and refuse each negative case.
+
+    For an attestation the JS verifiers take no artifact (they do not check the
+    statement's subject), so there is no tampered-artifact case for them.
+    """
+    blob = None if attest else artifact
+    for cli in (False, True):
+        res = js_verify(inst, js, bundle, blob, cli=cli)
+        assert res.returncode == 0, res.stdout + res.stderr
+        if cli:
+            assert "Verification succeeded" in res.stderr, res.stderr
+        wrong_identity = js_verify(inst, js, bundle, blob, identity="mallory@example.com", cli=cli)
+        assert wrong_identity.returncode != 0
+        wrong_issuer = js_verify(
+            inst, js, bundle, blob, issuer="https://issuer.example.com", cli=cli
+        )
+        assert wrong_issuer.returncode != 0
+        assert js_verify(inst, js, tampered(bundle), blob, cli=cli).returncode != 0
+        if not attest:
+            other = _artifact(inst, bundle.name.replace(".sigstore.json", "-other"))
+            assert js_verify(inst, js, bundle, other, cli=cli).returncode != 0
+
+
+def check_python_negatives(inst: Instance, bundle: Path, artifact: Path) -> None:
+    """sigstore-python refuses a wrong identity, issuer, artifact and a tampered bundle."""
+    other = _artifact(inst, bundle.name.replace(".sigstore.json", "-other"))
+    assert py_verify(inst, bundle, artifact, identity="mallory@example.com").returncode != 0
+    assert py_verify(inst, bundle, artifact, issuer="https://issuer.example.com").returncode != 0
+    assert py_verify(inst, bundle, other).returncode != 0
+    assert py_verify(inst, tampered(bundle), artifact).returncode != 0
 
 
 def kind(bundle: Path) -> tuple[str, str]:
@@ -281,47 +350,25 @@ def tampered(bundle: Path) -> Path:
 # --- sigstore-python makes, both verify ----------------------------------------------------
 
 
+# name: (Rekor version, attest, signed through TUF (else --trust-config), entry kind)
 PY_CASES = {
-    "py-sign-v1": (1, False, ("hashedrekord", "0.0.1")),
-    "py-sign-v2": (2, False, ("hashedrekord", "0.0.2")),
-    "py-attest-v1": (1, True, ("dsse", "0.0.1")),
-    "py-attest-v2": (2, True, ("hashedrekord", "0.0.2")),
+    "py-sign-v1": (1, False, True, ("hashedrekord", "0.0.1")),
+    "py-sign-v2": (2, False, False, ("hashedrekord", "0.0.2")),
+    "py-attest-v1": (1, True, False, ("dsse", "0.0.1")),
+    "py-attest-v2": (2, True, True, ("hashedrekord", "0.0.2")),
 }
 
 
 @pytest.mark.parametrize("name", list(PY_CASES))
 def test_python_bundles_verify_in_both_clients(instance: Instance, js: Path, name: str) -> None:
-    rekor, attest, expected_kind = PY_CASES[name]
-    artifact, bundle = py_sign(instance, name, rekor, attest)
+    rekor, attest, tuf, expected_kind = PY_CASES[name]
+    artifact, bundle = py_sign(instance, name, rekor, attest, tuf=tuf)
     assert kind(bundle) == expected_kind
     for tuf in (False, True):
         res = py_verify(instance, bundle, artifact, tuf=tuf)
         assert res.returncode == 0, res.stdout + res.stderr
-    res = js_verify(instance, js, bundle, None if attest else artifact)
-    assert res.returncode == 0, res.stderr
-    # Negatives, in both verifiers.
-    other = _artifact(instance, name + "-other")
-    assert py_verify(instance, bundle, artifact, identity="mallory@example.com").returncode != 0
-    assert (
-        py_verify(instance, bundle, artifact, issuer="https://issuer.example.com").returncode != 0
-    )
-    assert py_verify(instance, bundle, other).returncode != 0
-    assert py_verify(instance, tampered(bundle), artifact).returncode != 0
-    assert (
-        js_verify(
-            instance, js, bundle, None if attest else artifact, identity="mallory@example.com"
-        ).returncode
-        != 0
-    )
-    assert (
-        js_verify(
-            instance, js, bundle, None if attest else artifact, issuer="https://issuer.example.com"
-        ).returncode
-        != 0
-    )
-    assert js_verify(instance, js, tampered(bundle), None if attest else artifact).returncode != 0
-    if not attest:
-        assert js_verify(instance, js, bundle, other).returncode != 0
+    check_python_negatives(instance, bundle, artifact)
+    check_js_verifiers(instance, js, bundle, artifact, attest=attest)
 
 
 # --- sigstore-js makes, both verify -----------------------------------------------------------
@@ -351,29 +398,12 @@ def test_js_bundles_verify_in_both_clients(instance: Instance, js: Path, name: s
     artifact, bundle = js_sign(instance, js, name, how)
     assert kind(bundle) == expected_kind
     attest = how != "sign" and how != "sign-sc"
-    res = js_verify(instance, js, bundle, None if attest else artifact)
-    assert res.returncode == 0, res.stderr
-    assert (
-        js_verify(
-            instance, js, bundle, None if attest else artifact, identity="mallory@example.com"
-        ).returncode
-        != 0
-    )
-    assert (
-        js_verify(
-            instance, js, bundle, None if attest else artifact, issuer="https://issuer.example.com"
-        ).returncode
-        != 0
-    )
-    assert js_verify(instance, js, tampered(bundle), None if attest else artifact).returncode != 0
-    if not attest:
-        assert js_verify(instance, js, bundle, _artifact(instance, name + "-other")).returncode != 0
+    check_js_verifiers(instance, js, bundle, artifact, attest=attest)
 
     res = py_verify(instance, bundle, artifact)
     if python_refusal is None:
         assert res.returncode == 0, res.stdout + res.stderr
-        assert py_verify(instance, bundle, artifact, identity="mallory@example.com").returncode != 0
-        assert py_verify(instance, tampered(bundle), artifact).returncode != 0
+        check_python_negatives(instance, bundle, artifact)
     else:
         # A client limitation, not a sigstack one: pin the reason so an upgrade shows.
         assert res.returncode != 0
@@ -381,7 +411,7 @@ def test_js_bundles_verify_in_both_clients(instance: Instance, js: Path, name: s
 
 
 def test_the_suite_covers_every_kind_each_client_makes() -> None:
-    kinds = {c[2] for c in PY_CASES.values()} | {c[1] for c in JS_CASES.values()}
+    kinds = {c[3] for c in PY_CASES.values()} | {c[1] for c in JS_CASES.values()}
     assert kinds == {
         ("hashedrekord", "0.0.1"),
         ("hashedrekord", "0.0.2"),
@@ -389,3 +419,12 @@ def test_the_suite_covers_every_kind_each_client_makes() -> None:
         ("dsse", "0.0.2"),
         ("intoto", "0.0.2"),
     }
+    # sigstore-python: sign and attest on each Rekor version, signing through TUF and
+    # through --trust-config (every bundle is verified through both).
+    assert {(c[0], c[1]) for c in PY_CASES.values()} == {
+        (1, False),
+        (1, True),
+        (2, False),
+        (2, True),
+    }
+    assert {c[2] for c in PY_CASES.values()} == {True, False}
