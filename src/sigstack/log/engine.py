@@ -17,7 +17,11 @@ Guarantees
   it signs anything again.
 * ``open()`` fails closed: a missing, unverifiable or foreign checkpoint, or
   tiles that do not add up to its root, raise
-  :class:`~sigstack.core.errors.LogIntegrityError` naming what disagrees.
+  :class:`~sigstack.core.errors.LogIntegrityError` naming what disagrees. So does
+  a checkpoint rolled back behind the storage's high-water mark (an older
+  checkpoint restored while the log was stopped) or forking from it: the mark is
+  the last checkpoint the log committed (``LogStorage.read_high_water``), and
+  signing on from an older one would publish a tree inconsistent with it.
 * ``open()`` also proves that the signer holds the verifier's private key (it
   re-signs the body of the checkpoint it just verified and checks the signature)
   before anything new is signed.
@@ -150,6 +154,7 @@ from sigstack.core.merkle import (
     verify_inclusion,
 )
 from sigstack.core.note import (
+    CheckpointBody,
     NoteSigner,
     NoteVerifier,
     format_checkpoint,
@@ -908,6 +913,9 @@ class TransparencyLog:
         """Read and verify the stored checkpoint and rebuild the right edge from tiles."""
         storage = self._storage
         where = storage.describe(CHECKPOINT_KEY)
+        # The mark first: a writer may commit in between, and a checkpoint read after
+        # the mark is at least as new as the mark was (see _check_high_water).
+        mark = storage.read_high_water()
         note = storage.read_checkpoint()
         if note is None:
             raise LogIntegrityError(
@@ -967,7 +975,39 @@ class TransparencyLog:
             except InvalidRequest as exc:
                 raise LogIntegrityError(storage.describe(path), str(exc)) from exc
             edge.bundle = bytearray(data)
-        return edge, Checkpoint(self._origin, size, body.root_hash, note)
+        current = Checkpoint(self._origin, size, body.root_hash, note)
+        self._check_high_water(current, mark)
+        return edge, current
+
+    def _check_high_water(self, current: Checkpoint, mark: bytes | None) -> None:
+        """Raise ``LogIntegrityError`` unless ``current`` is at or past the storage's
+        high-water ``mark`` and its stored tree extends the mark's (the mark may lag
+        the checkpoint by one swap, see the storage contract).
+
+        ``mark`` must have been read BEFORE ``current``: another process may commit
+        between the two reads (a follower of a shared log), which makes a mark read
+        afterwards newer than ``current`` without any rollback.
+        """
+        if mark is None or mark == current.note:
+            return
+        body = self._verified(mark, "the storage's high-water mark")
+        marked = Checkpoint(self._origin, body.size, body.root_hash, mark)
+        self._check_consistent(marked, current, seen="the last one this log committed")
+
+    def _verified(self, note: bytes, what: str) -> CheckpointBody:
+        """``note`` opened with the log's key and parsed, for this origin, or
+        ``LogIntegrityError`` naming ``what`` it is."""
+        where = self._storage.describe(CHECKPOINT_KEY)
+        try:
+            text, _ = open_note(note, [self._verifier])
+            body = parse_checkpoint(text)
+        except VerificationError as exc:
+            raise LogIntegrityError(
+                where, f"{what} does not verify with the log's key: {exc}"
+            ) from exc
+        if body.origin != self._origin:
+            raise LogIntegrityError(where, f"{what}'s origin is {body.origin!r}")
+        return body
 
     def _verify_full_edge(self, size: int, node: Callable[[int, int], bytes]) -> None:
         """Check the most recent full tile of each level against its parent hash."""
@@ -1360,8 +1400,11 @@ class TransparencyLog:
             if current is None or checkpoint.size >= current.size:
                 self._current = checkpoint
 
-    def _check_consistent(self, old: Checkpoint, new: Checkpoint) -> None:
-        """Raise ``LogIntegrityError`` unless the tree of ``old`` is a prefix of ``new``'s.
+    def _check_consistent(
+        self, old: Checkpoint, new: Checkpoint, seen: str = "one this process already served"
+    ) -> None:
+        """Raise ``LogIntegrityError`` unless the tree of ``old`` (``seen``, for the
+        message) is a prefix of ``new``'s.
 
         The check recomputes the root of ``old.size`` from the stored tiles of
         ``new``'s tree, so it proves what storage holds, not what it claims.
@@ -1370,16 +1413,16 @@ class TransparencyLog:
         if new.size < old.size:
             raise LogIntegrityError(
                 where,
-                f"the stored checkpoint (size {new.size}) is older than one this process "
-                f"already served (size {old.size}): storage went back in time (a restored "
+                f"the stored checkpoint (size {new.size}) is older than {seen} (size "
+                f"{old.size}): storage went back in time (a checkpoint rolled back to a "
                 "backup, or a failover that lost commits); refusing to serve or sign over it",
             )
         if new.size == old.size:
             if new.root_hash != old.root_hash:
                 raise LogIntegrityError(
                     where,
-                    f"the stored checkpoint has size {new.size} like one this process already "
-                    f"served, but root {new.root_hash.hex()} instead of {old.root_hash.hex()}: "
+                    f"the stored checkpoint has size {new.size} like {seen}, but root "
+                    f"{new.root_hash.hex()} instead of {old.root_hash.hex()}: "
                     "a fork; refusing to serve or sign over it",
                 )
             return
@@ -1391,7 +1434,7 @@ class TransparencyLog:
             raise LogIntegrityError(
                 where,
                 f"the stored tree of size {new.size} does not extend the tree of size "
-                f"{old.size} this process already served (its first {old.size} entries hash "
+                f"{old.size}, {seen} (its first {old.size} entries hash "
                 f"to {rng.root().hex()}, not {old.root_hash.hex()}): a fork; refusing to serve "
                 "or sign over it",
             )
@@ -1719,16 +1762,7 @@ class TransparencyLog:
         current = self._published()
         if note == current.note:
             return current
-        where = self._storage.describe(CHECKPOINT_KEY)
-        try:
-            text, _ = open_note(note, [self._verifier])
-            body = parse_checkpoint(text)
-        except VerificationError as exc:
-            raise LogIntegrityError(
-                where, f"the stored checkpoint does not verify with the log's key: {exc}"
-            ) from exc
-        if body.origin != self._origin:
-            raise LogIntegrityError(where, f"the stored checkpoint's origin is {body.origin!r}")
+        body = self._verified(note, "the stored checkpoint")
         stored = Checkpoint(self._origin, body.size, body.root_hash, note)
         if stored.size >= current.size:
             self._check_consistent(current, stored)

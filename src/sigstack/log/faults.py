@@ -9,7 +9,8 @@ The hook is called as ``hook(operation, key)`` where operation is one of
 
 * ``"get"`` (key: the object key), ``"put"`` (once per object of ``put_many``, in
   the mapping's order),
-* ``"read_checkpoint"``, ``"swap_checkpoint"`` (key ``"checkpoint"``),
+* ``"read_checkpoint"``, ``"swap_checkpoint"``, ``"read_high_water"`` (key
+  ``"checkpoint"``; the swap writes the checkpoint and the high-water mark),
 * ``"index_add"``, ``"index_lookup"``, ``"index_truncate"`` (key ``"index"``;
   ``index_add`` is all-or-nothing, like one database transaction),
 * ``"check_writer"`` (key ``"lease"``),
@@ -76,7 +77,9 @@ LEASE_KEY = "lease"
 QUEUE_KEY = "queue"
 """The key fault hooks see for shared-queue operations."""
 
-READS = frozenset({"get", "read_checkpoint", "index_lookup", "check_writer", "results"})
+READS = frozenset(
+    {"get", "read_checkpoint", "read_high_water", "index_lookup", "check_writer", "results"}
+)
 """Operations that write nothing: ``FAIL_PERSISTED`` behaves like ``FAIL`` for them."""
 
 
@@ -186,6 +189,10 @@ class FaultInjectingStorage(LogStorage):
     def read_checkpoint(self) -> bytes | None:
         fault_before(self.fault, "read_checkpoint", CHECKPOINT_KEY)
         return self.inner.read_checkpoint()
+
+    def read_high_water(self) -> bytes | None:
+        fault_before(self.fault, "read_high_water", CHECKPOINT_KEY)
+        return self.inner.read_high_water()
 
     def swap_checkpoint(self, old: bytes | None, new: bytes) -> None:
         fault = fault_before(self.fault, "swap_checkpoint", CHECKPOINT_KEY)

@@ -20,6 +20,15 @@ Contract (see :mod:`sigstack.log.storage`), and how it is met:
 * Compare-and-swap: ``swap_checkpoint`` holds an in-process lock and an
   exclusive ``flock`` on ``<root>/.checkpoint.lock`` while it compares and
   replaces, so it is atomic across processes sharing the directory.
+* High-water mark: ``swap_checkpoint`` writes the new checkpoint to
+  ``<root>/.checkpoint-high-water`` too. Both files are written and fsynced side by
+  side; the mark is renamed into place only after the checkpoint's rename and
+  directory fsync, so the mark is never newer than the checkpoint. Its rename
+  becomes durable with the next swap's directory fsync: a power loss may leave it
+  one swap behind (the safe direction: it never makes a good log look rolled
+  back), a killed process cannot. Restoring an older ``checkpoint`` file while the
+  log is stopped is then refused when the log opens (see :mod:`sigstack.log.engine`);
+  restoring the whole directory, mark included, is not detected.
 * Single writer: ``acquire_writer`` takes a non-blocking exclusive ``flock`` on
   ``<root>/.writer.lock`` and keeps it until ``release_writer`` (or process
   exit); a second writer gets ``Conflict`` instead of corrupting the log. It
@@ -33,9 +42,10 @@ Contract (see :mod:`sigstack.log.storage`), and how it is met:
   data: the engine rebuilds it from the tiles if it is missing.
 
 Errors are :class:`StorageError` naming the file; a directory where a file
-should be is a :class:`StateError`. Temporary files left by a crash are
-harmless (hidden, never read) and may be deleted at any time while no writer
-runs.
+should be is a :class:`StateError`. Temporary files left by a crash
+(``.<name>.<random>.tmp``) are harmless (hidden, never read) and may be deleted
+at any time while no writer runs; the other dotfiles (locks, the high-water mark)
+must be kept.
 """
 
 from __future__ import annotations
@@ -48,7 +58,6 @@ from pathlib import Path
 
 from sigstack.core.errors import Conflict, StateError, StorageError
 from sigstack.fsutil import (
-    atomic_write,
     fsync_dir,
     fsync_path,
     locked,
@@ -70,6 +79,7 @@ _FILE_MODE = 0o644
 _DIR_MODE = 0o755
 _WRITER_LOCK = ".writer.lock"
 _CHECKPOINT_LOCK = ".checkpoint.lock"
+_HIGH_WATER = ".checkpoint-high-water"
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -90,6 +100,28 @@ def _in_parallel(flush: Callable[[Path], None], paths: list[Path]) -> None:
         pool = _POOL
     for future in [pool.submit(flush, path) for path in paths]:
         future.result()
+
+
+def _write_checkpoint(path: Path, mark: Path, data: bytes) -> None:
+    """Durably replace the checkpoint ``path``, then the high-water ``mark`` (never
+    before it; see the module docstring), both with ``data``."""
+    staged: list[Path] = []
+    current = path
+    try:
+        staged.append(write_temp(path, data, _FILE_MODE, sync=False))
+        current = mark
+        staged.append(write_temp(mark, data, _FILE_MODE, sync=False))
+        _in_parallel(fsync_path, staged)
+        current = path
+        os.replace(staged[0], path)
+        fsync_dir(path.parent)
+        current = mark
+        os.replace(staged[1], mark)
+    except OSError as exc:
+        raise StorageError(f"could not write {current}: {exc.strerror or exc}") from exc
+    finally:
+        for tmp in staged:
+            unlink_quietly(tmp)
 
 
 class FilesystemStorage(LogStorage):
@@ -113,6 +145,9 @@ class FilesystemStorage(LogStorage):
 
     def read_checkpoint(self) -> bytes | None:
         return self._read(self.root / CHECKPOINT_KEY)
+
+    def read_high_water(self) -> bytes | None:
+        return self._read(self.root / _HIGH_WATER)
 
     @staticmethod
     def _read(path: Path) -> bytes | None:
@@ -169,7 +204,7 @@ class FilesystemStorage(LogStorage):
                         f"{path} is not the checkpoint this writer last saw; "
                         "another writer changed the log"
                     )
-                atomic_write(path, new, _FILE_MODE)
+                _write_checkpoint(path, self.root / _HIGH_WATER, new)
 
     def _ensure_dir(self, directory: Path) -> None:
         """Create ``directory`` and missing parents, fsyncing each new entry's parent."""

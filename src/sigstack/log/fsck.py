@@ -11,7 +11,11 @@
 3. recomputes every hash tile, at every level, full and partial, from those
    leaves and compares it byte for byte with the stored or served tile;
 4. compares the recomputed root with the checkpoint's root;
-5. optionally checks the entry index: every entry is findable by its leaf hash at
+5. at rest, checks the checkpoint against the storage's high-water mark (the last
+   checkpoint the log committed, see :mod:`sigstack.log.storage`): a checkpoint
+   older than the mark was rolled back, one whose tree does not extend the mark's
+   is a fork; the engine refuses to open either;
+6. optionally checks the entry index: every entry is findable by its leaf hash at
    its position (at rest only). A backend that buffers index rows (filesystem) may
    not have the newest entries in its durable index yet (a writer still running, or
    one that crashed: the engine adds them when it next opens the log); those are
@@ -31,8 +35,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from sigstack.core.errors import InvalidRequest, SigstackError, VerificationError
-from sigstack.core.merkle import CompactRange, leaf_hash
-from sigstack.core.note import NoteVerifier, open_note, parse_checkpoint
+from sigstack.core.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from sigstack.core.note import CheckpointBody, NoteVerifier, open_note, parse_checkpoint
 from sigstack.core.tiles import TILE_HEIGHT, TILE_WIDTH, bundle_for, decode_bundle, tile_for
 from sigstack.log.engine import LEAF_NAMESPACE
 from sigstack.log.storage import CHECKPOINT_KEY, LogStorage
@@ -134,6 +138,9 @@ def fsck(
     """Check a log (see the module docstring). ``storage`` enables the index check."""
     report = FsckReport()
     problems = _Problems(report, max_problems)
+    # The mark before the checkpoint: a running writer may commit between the two
+    # reads, and a checkpoint read after the mark is at least as new as it.
+    mark = _high_water(storage, verifiers, problems) if storage is not None else None
     note = read(CHECKPOINT_KEY)
     if note is None:
         problems.add(CHECKPOINT_KEY, "missing: there is no log here")
@@ -148,6 +155,7 @@ def fsck(
     if origin is not None and body.origin != origin:
         problems.add(CHECKPOINT_KEY, f"origin is {body.origin!r}, expected {origin!r}")
     size = body.size
+    mark_root = EMPTY_ROOT
 
     rng = CompactRange()
     pending: list[list[bytes]] = []  # per tile level: hashes of its rightmost, unfinished tile
@@ -157,6 +165,10 @@ def fsck(
         leaves = _bundle_leaves(read, bundle, size, leaf_of, problems)
         if leaves is None:
             return report  # without a bundle the rest of the tree cannot be derived
+        if mark is not None and rng.size < mark.size <= rng.size + len(leaves):
+            probe = rng.copy()
+            probe.extend(leaves[: mark.size - rng.size])
+            mark_root = probe.root()
         appended = rng.extend(leaves)
         level = 0
         while True:
@@ -194,6 +206,8 @@ def fsck(
             f"root {body.root_hash.hex()} is not the root of the logged entries "
             f"({rng.root().hex()})",
         )
+    if mark is not None:
+        _compare_high_water(storage, body.size, mark, mark_root, problems)
     if storage is not None and not problems.full:
         complete = storage.index_complete_to()
         checked = size if complete is None else min(complete, size)
@@ -201,6 +215,45 @@ def fsck(
         _check_index(read, storage, checked, size, leaf_of, problems)
         report.index_checked = True
     return report
+
+
+def _high_water(
+    storage: LogStorage, verifiers: Sequence[NoteVerifier], problems: _Problems
+) -> CheckpointBody | None:
+    """The storage's high-water mark, verified (None: none, or reported as a problem)."""
+    where = storage.describe(".high-water")
+    try:
+        note = storage.read_high_water()
+        if note is None:
+            return None
+        text, _ = open_note(note, verifiers)
+        return parse_checkpoint(text)
+    except SigstackError as exc:
+        problems.add(where, f"the high-water mark is not a checkpoint of this log: {exc}")
+        return None
+
+
+def _compare_high_water(
+    storage: LogStorage | None,
+    size: int,
+    mark: CheckpointBody,
+    mark_root: bytes,
+    problems: _Problems,
+) -> None:
+    """Report a checkpoint behind the mark (rolled back) or not extending it (fork)."""
+    where = CHECKPOINT_KEY if storage is None else storage.describe(CHECKPOINT_KEY)
+    if mark.size > size:
+        problems.add(
+            where,
+            f"size {size} is older than the high-water mark (the last checkpoint the log "
+            f"committed), of size {mark.size}: the checkpoint was rolled back",
+        )
+    elif mark_root != mark.root_hash:
+        problems.add(
+            where,
+            f"the tree of size {size} does not extend the high-water mark of size "
+            f"{mark.size} (root {mark.root_hash.hex()}): a fork",
+        )
 
 
 def _bundle_leaves(

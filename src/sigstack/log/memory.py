@@ -5,7 +5,9 @@ means "in the dict": nothing survives the process, which is what tests want.
 Each object is replaced atomically (a dict assignment under the lock);
 ``put_many`` writes objects one by one in the mapping's order, so a fault in the
 middle leaves a prefix written, exactly the partial outcome a real backend may
-produce. ``swap_checkpoint`` is a true compare-and-swap under the lock.
+produce. ``swap_checkpoint`` is a true compare-and-swap under the lock, and records the
+new checkpoint as the high-water mark in the same step (``set_checkpoint``, the
+tamper helper, changes the checkpoint alone, as an operator restoring a file would).
 
 Fault injection: ``fault`` is a hook consulted before every operation, with the
 protocol and the :class:`Fault` semantics of :mod:`sigstack.log.faults` (which
@@ -50,6 +52,7 @@ class MemoryStorage(LogStorage):
         self.fault = fault
         self._objects: dict[str, bytes] = {}
         self._checkpoint: bytes | None = None
+        self._high_water: bytes | None = None
         self._index: dict[tuple[str, bytes], set[int]] = {}
         self._lock = threading.Lock()
         self._writer = False
@@ -96,9 +99,14 @@ class MemoryStorage(LogStorage):
                     "the stored checkpoint is not the one this writer last saw; "
                     "another writer changed the log"
                 )
-            self._checkpoint = bytes(new)
+            self._checkpoint = self._high_water = bytes(new)
             self.writes += 1
         self._after(fault, "swap_checkpoint", CHECKPOINT_KEY)
+
+    def read_high_water(self) -> bytes | None:
+        self._check("read_high_water", CHECKPOINT_KEY)
+        with self._lock:
+            return self._high_water
 
     def index_add(self, rows: Sequence[IndexRow]) -> None:
         for namespace, key, _ in rows:

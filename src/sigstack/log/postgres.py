@@ -23,6 +23,13 @@ Durability and consistency contract (how :mod:`sigstack.log.storage` is met)
   first checkpoint, an ``INSERT ... ON CONFLICT DO NOTHING``) and raises
   ``Conflict`` when no row matched, in one transaction that also notifies
   listeners (``pg_notify``) of the new checkpoint.
+* High-water mark: the same transaction as the swap upserts the new checkpoint
+  into ``sigstack_objects`` under the key ``.high-water`` (a name no object key
+  can have), so the mark always equals the checkpoint the log committed; a
+  checkpoint row set back to an older one (an edited or restored
+  ``sigstack_checkpoints``) no longer matches it and the engine refuses to open
+  the log. A restore of the whole database restores the mark too and is not
+  detected.
 * Entry index: rows in ``sigstack_entry_index``; ``index_add`` and
   ``index_truncate`` are single transactions, durable on return.
 * Reads use pooled autocommit connections: each statement sees everything
@@ -161,6 +168,8 @@ _log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ENTRIES_CHANNEL = "sigstack_entries"
 CHECKPOINT_CHANNEL = "sigstack_checkpoint"
+HIGH_WATER_KEY = ".high-water"
+"""Key of the high-water mark in ``sigstack_objects`` (``validate_key`` refuses it)."""
 _SCHEMA_LOCK = 0x5369_6753_7461_636B  # "SigStack": serializes schema creation
 _LOG_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _MAX_LOG_NAME = 64
@@ -492,8 +501,9 @@ class PostgresStorage(LogStorage):
     # -- objects ---------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        validate_key(key)
+        return self._object(validate_key(key))
 
+    def _object(self, key: str) -> bytes | None:
         def run(conn: Connection) -> bytes | None:
             row = conn.execute(
                 "SELECT data FROM sigstack_objects WHERE log = %s AND key = %s",
@@ -547,9 +557,17 @@ class PostgresStorage(LogStorage):
                     f"{self.describe(CHECKPOINT_KEY)} is not the checkpoint this writer last "
                     "saw; another writer changed the log"
                 )
+            conn.execute(
+                "INSERT INTO sigstack_objects (log, key, data) VALUES (%s, %s, %s) "
+                "ON CONFLICT (log, key) DO UPDATE SET data = EXCLUDED.data",
+                (self.log_name, HIGH_WATER_KEY, bytes(new)),
+            )
             conn.execute("SELECT pg_notify(%s, %s)", (CHECKPOINT_CHANNEL, self.log_name))
 
         self._write("checkpoint swap", run)
+
+    def read_high_water(self) -> bytes | None:
+        return self._object(HIGH_WATER_KEY)
 
     # -- entry index -----------------------------------------------------------------------
 

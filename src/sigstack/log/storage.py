@@ -24,6 +24,20 @@ Compare-and-swap
     byte-for-byte ``old`` (``None``: no checkpoint yet), and raises
     :class:`~sigstack.core.errors.Conflict` otherwise, leaving it untouched.
 
+High-water mark (checkpoint rollback)
+    ``swap_checkpoint`` also records ``new`` as the log's high-water mark, in a
+    place apart from the checkpoint (a hidden file, another row) so that an
+    operator who restores an older checkpoint (a file from a backup, an edited
+    row) while the log is stopped does not restore the mark with it. The mark
+    is written only once the checkpoint itself is durable, so after a crash it is
+    never newer than the checkpoint; it may be older (by the last swap) where the
+    backend says so. ``read_high_water`` returns it, or ``None`` when none was
+    recorded (a log written by an older sigstack, or a backend that keeps none).
+    The engine refuses to open or sign over a checkpoint that is older than the
+    mark or forks from it (see :mod:`sigstack.log.engine`): a checkpoint newer
+    than the stored one was published, and signing on from the older one would
+    be a split view.
+
 Single writer
     ``acquire_writer`` takes an exclusive lease on the log for one engine (across
     processes where the backend can), raising ``Conflict`` if another holder has
@@ -141,6 +155,14 @@ class LogStorage(ABC):
     @abstractmethod
     def swap_checkpoint(self, old: bytes | None, new: bytes) -> None:
         """Durably replace the checkpoint if it is ``old``; raise ``Conflict`` otherwise."""
+
+    def read_high_water(self) -> bytes | None:
+        """The checkpoint recorded as the high-water mark, or None (see "High-water mark").
+
+        The default records none: a backend that keeps no mark cannot detect a
+        restored older checkpoint, and must say so in its docstring.
+        """
+        return None
 
     @abstractmethod
     def acquire_writer(self) -> None:

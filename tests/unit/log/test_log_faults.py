@@ -73,6 +73,7 @@ MATRIX = {
     "recovery cannot truncate the index": Case("index_truncate", FAIL),
     "recovery truncation fails but lands": Case("index_truncate", PERSISTED),
     "recovery cannot read tiles": Case("get", FAIL, "tile/0/", times=3),
+    "recovery cannot read the high-water mark": Case("read_high_water", FAIL, times=2),
     # Step 4: the lease check before signing cannot be completed (not "lease lost").
     "lease check fails": Case("check_writer", FAIL),
     # Stored state that no longer adds up: the log must stop, never sign over it.
@@ -141,7 +142,7 @@ def test_fault_matrix(name: str, backend: Faultable) -> None:
         plan = FaultPlan(
             case.fault, operation=case.operation, key_prefix=case.key_prefix, times=case.times
         )
-        if case.operation in ("read_checkpoint", "index_truncate", "get") or (
+        if case.operation in ("read_checkpoint", "read_high_water", "index_truncate", "get") or (
             case.operation == "swap_checkpoint" and case.times > 1
         ):
             # Recovery faults: make the batch itself fail first, then fault recovery.
@@ -223,6 +224,7 @@ def test_the_matrix_covers_every_write_point() -> None:
         "swap_checkpoint",
         "index_truncate",
         "read_checkpoint",
+        "read_high_water",
         "get",
         "check_writer",
     } <= covered
