@@ -133,3 +133,22 @@ async def test_bad_read_requests_are_named(
     resp = await client.get(f"/ct/v1/{path}", params=params)
     assert resp.status_code == status, resp.text
     assert fragment in resp.json()["message"]
+
+
+async def test_tiles_are_cached_for_a_year_and_the_tree_head_is_revalidated(
+    client: httpx.AsyncClient, fulcio_pki: Any
+) -> None:
+    """static-ct-api: a tile or data tile at a path never changes (partial ones too, as
+    only what a checkpoint covers is served); the checkpoint and the STH always may."""
+    await _submit(client, "add-chain", [der(fulcio_pki.leaf()), *fulcio_pki.chain_ders])
+    for path in ("/tile/0/000.p/1", "/tile/data/000.p/1"):
+        resp = await client.get(path)
+        assert resp.status_code == 200, path
+        directives = {d.strip() for d in resp.headers["cache-control"].split(",")}
+        assert {"public", "immutable", "max-age=31536000"} <= directives, path
+    checkpoint = await client.get("/checkpoint")
+    assert checkpoint.headers["cache-control"] == "no-cache"
+    sth = await client.get("/ct/v1/get-sth")
+    assert sth.headers["cache-control"] == "no-store"
+    # Not covered by a checkpoint: absent, so nothing immutable is ever served early.
+    assert (await client.get("/tile/0/000.p/2")).status_code == 404

@@ -290,6 +290,7 @@ def test_http_read_path(service: RekorService) -> None:
     assert bundle.status_code == 200 and "immutable" in bundle.headers["cache-control"]
     tile = asyncio.run(_http(service, "GET", "/api/v2/tile/0/000.p/3"))
     assert tile.status_code == 200 and len(tile.content) == 3 * 32
+    assert tile.headers["cache-control"] == "public, max-age=31536000, immutable"
     # Not covered by the checkpoint yet, and malformed paths.
     assert asyncio.run(_http(service, "GET", "/api/v2/tile/0/000.p/4")).status_code == 404
     assert asyncio.run(_http(service, "GET", "/api/v2/tile/0/000")).status_code == 404
