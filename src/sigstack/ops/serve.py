@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 from sigstack.core.errors import ConfigError, Conflict, SigstackError, StateError
 from sigstack.core.net import port_number
+from sigstack.runtime import tune_gc
 
 if TYPE_CHECKING:  # the command line imports this module to build its parser: keep it light
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -537,6 +538,7 @@ async def _serve(args: argparse.Namespace) -> int:
             f"Rekor v1 log at {_where(v1_storage)}, role {v1_log.role})",
             flush=True,
         )
+        tune_gc()
         stop_task = asyncio.create_task(stop.wait())
         exit_task = asyncio.create_task(supervisor.wait_any_exit())
         done, _ = await asyncio.wait({stop_task, exit_task}, return_when=asyncio.FIRST_COMPLETED)

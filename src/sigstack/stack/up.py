@@ -54,6 +54,7 @@ from sigstack.core.net import is_loopback_host
 from sigstack.fsutil import atomic_write, make_dirs, open_lock
 from sigstack.log.engine import TransparencyLog
 from sigstack.log.fs import FilesystemStorage
+from sigstack.runtime import tune_gc
 from sigstack.services.ctlog import create_app as ctlog_app
 from sigstack.services.ctlog import open_ctlog
 from sigstack.services.fulcio import (
@@ -388,6 +389,7 @@ async def run_up(args: argparse.Namespace) -> int:
                 root = trusted.repo.latest_root_bytes()
                 write_client_files(state, endpoints, root, trusted.targets, services.oidc)
                 _print_ready(console, state, endpoints, time.perf_counter() - started)
+                tune_gc()
                 crashed = await _serve(stop, supervisor, trusted.repo, state)
             console.print("stopping…")
     if crashed:

@@ -62,6 +62,7 @@ from sigstack.ops.bench.options import (
     ENGINE_WINDOW,
 )
 from sigstack.ops.bench.report import percentile, print_table
+from sigstack.runtime import tune_gc
 
 ORIGIN = "bench.sigstack.local/engine"
 PREFILL_POLICY = BatchPolicy(max_size=ENGINE_PREFILL_BATCH, max_age=0.05, max_pending=1 << 20)
@@ -223,6 +224,7 @@ def run_engine_bench(args: argparse.Namespace) -> int:
         raise InvalidRequest("--entries and --proofs must be positive, --prefill not negative")
     signer = Ed25519NoteSigner(ORIGIN, ed25519.Ed25519PrivateKey.generate())
     entries = _Entries(args.entry_bytes)
+    tune_gc()  # as 'sigstack up' and 'sigstack serve' run the engine
     rng = random.Random()  # noqa: S311 - sampling, not security
     with tempfile.TemporaryDirectory(prefix="sigstack-bench-engine-", dir=args.dir) as tmp:
 
