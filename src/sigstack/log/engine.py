@@ -376,38 +376,52 @@ class _Tile:
     levels: list[list[bytes]]  # levels[s][i]: node at sublevel s, i-th from the tile's left
 
 
-class _TileCache:
-    """Thread-safe LRU of expanded hash tiles, keyed by C2SP path.
+_TileKey = tuple[int, int, int]  # (level, index, width): one tile as one tree size has it
 
-    Paths covered by a published checkpoint never change content, so entries
+
+class _TileCache:
+    """Thread-safe LRU of expanded hash tiles, keyed by ``(level, index, width)``.
+
+    Tiles above level 0 have an LRU of their own (``upper``): there are 256 times
+    fewer of them and every proof at a tree size needs the same few, so random
+    lookups over a large log, which miss on level 0, do not evict them (at 10
+    million entries all 154 of them fit; the default of 1,024 covers 67 million).
+
+    Tiles covered by a published checkpoint never change content, so entries
     never go stale; the cache is still cleared after a failed batch because
     objects written by it (never published) may be rewritten.
     """
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._items: collections.OrderedDict[str, _Tile] = collections.OrderedDict()
+    def __init__(self, capacity: int, upper: int) -> None:
+        self._capacity = (capacity, upper)
+        self._items: tuple[
+            collections.OrderedDict[_TileKey, _Tile], collections.OrderedDict[_TileKey, _Tile]
+        ] = (collections.OrderedDict(), collections.OrderedDict())
         self._lock = threading.Lock()
 
-    def get(self, path: str) -> _Tile | None:
+    def get(self, key: _TileKey) -> _Tile | None:
+        items = self._items[key[0] > 0]
         with self._lock:
-            tile = self._items.get(path)
+            tile = items.get(key)
             if tile is not None:
-                self._items.move_to_end(path)
+                items.move_to_end(key)
             return tile
 
-    def put(self, path: str, tile: _Tile) -> None:
-        if self._capacity <= 0:
+    def put(self, key: _TileKey, tile: _Tile) -> None:
+        upper = key[0] > 0
+        capacity, items = self._capacity[upper], self._items[upper]
+        if capacity <= 0:
             return
         with self._lock:
-            self._items[path] = tile
-            self._items.move_to_end(path)
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
+            items[key] = tile
+            items.move_to_end(key)
+            while len(items) > capacity:
+                items.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
-            self._items.clear()
+            for items in self._items:
+                items.clear()
 
 
 def _expand(raw: bytes, width: int) -> list[list[bytes]]:
@@ -453,7 +467,8 @@ class TransparencyLog:
 
     ``signer`` signs checkpoints; ``verifier`` must verify them (checked at
     ``open()``) and is used to verify the stored checkpoint. ``cache_tiles`` is
-    the number of expanded tiles kept for proof generation (about 45 KiB each).
+    the number of expanded level-0 tiles kept for proof generation (about 45 KiB
+    each), ``cache_upper_tiles`` the same for the tiles above level 0.
     ``index_keys`` gives a stored bundle record's search keys (beyond the leaf
     hash every entry is indexed under); it must be a pure function of the record,
     since the index is rebuilt from the bundles when it is missing.
@@ -473,6 +488,7 @@ class TransparencyLog:
         policy: BatchPolicy | None = None,
         *,
         cache_tiles: int = 256,
+        cache_upper_tiles: int = 1024,
         index_keys: IndexKeys | None = None,
         shared: SharedQueue | None = None,
         cluster: ClusterPolicy | None = None,
@@ -484,7 +500,7 @@ class TransparencyLog:
         self._origin = origin
         self._verifier = verifier
         self._policy = policy if policy is not None else BatchPolicy()
-        self._cache = _TileCache(cache_tiles)
+        self._cache = _TileCache(cache_tiles, cache_upper_tiles)
         self._index_keys = index_keys
 
         self._cond = threading.Condition()
@@ -844,19 +860,27 @@ class TransparencyLog:
     def _node_reader(self, size: int) -> Callable[[int, int], bytes]:
         """``node(level, index)`` for complete nodes of the tree of ``size``, from tiles."""
 
+        cache = self._cache
+
         def node(level: int, index: int) -> bytes:
             tile_level, tile_index, sublevel, position = node_location(level, index)
-            try:
-                ref = tile_for(tile_level, tile_index, size)
-            except InvalidRequest as exc:
-                raise LogIntegrityError(
-                    self._storage.describe(tile_path(tile_level, tile_index)),
-                    f"node ({level}, {index}) is not in a tree of size {size}",
-                ) from exc
-            levels = self._tile(ref, size).levels
+            # The tile's width in this tree (tile_for, without building a TileRef:
+            # this runs for every node of every proof).
+            width = min((size >> (TILE_HEIGHT * tile_level)) - tile_index * TILE_WIDTH, TILE_WIDTH)
+            tile = cache.get((tile_level, tile_index, width)) if width > 0 else None
+            if tile is None:
+                try:
+                    ref = tile_for(tile_level, tile_index, size)
+                except InvalidRequest as exc:
+                    raise LogIntegrityError(
+                        self._storage.describe(tile_path(tile_level, tile_index)),
+                        f"node ({level}, {index}) is not in a tree of size {size}",
+                    ) from exc
+                tile = self._tile(ref, size)
+            levels = tile.levels
             if position >= len(levels[sublevel]):
                 raise LogIntegrityError(
-                    self._storage.describe(ref.path),
+                    self._storage.describe(tile_path(tile_level, tile_index, width)),
                     f"tile too narrow for node ({level}, {index}) of tree size {size}",
                 )
             return levels[sublevel][position]
@@ -864,10 +888,11 @@ class TransparencyLog:
         return node
 
     def _tile(self, ref: TileRef, size: int) -> _Tile:
-        path = ref.path
-        tile = self._cache.get(path)
+        key = (ref.level, ref.index, ref.width)
+        tile = self._cache.get(key)
         if tile is not None:
             return tile
+        path = ref.path
         raw = self._storage.get(path)
         if raw is None:
             raise LogIntegrityError(
@@ -879,7 +904,7 @@ class TransparencyLog:
                 f"tile is {len(raw)} bytes; a tile of width {ref.width} is {ref.byte_size}",
             )
         tile = _Tile(raw, _expand(raw, ref.width))
-        self._cache.put(path, tile)
+        self._cache.put(key, tile)
         return tile
 
     # -- loading and verifying stored state -------------------------------------------------
