@@ -19,9 +19,14 @@ and off the sequencer's path:
   bits, four probes taken from the key's hash), kept in
   memory by the writer and stored in the database when its epoch is complete. A
   lookup queries only the epochs whose filter may hold the key, so a miss (every new
-  entry's deduplication check) costs no SQL at all, at any log size. Filters of
-  incomplete epochs are rebuilt by the flusher after a restart; until then those
-  epochs are always queried. Processes that only read (fsck) use no filters.
+  entry's deduplication check) costs no SQL at all, at any log size. ``close``
+  stores the filters of incomplete epochs too (table ``partial_bloom``, with the
+  durable watermark they cover), and the next writer uses them only if ``D`` is still
+  that watermark: after a clean stop they are exact, after a crash (or a flush by
+  another version) they are not trusted, and the flusher rebuilds them from the
+  tables; until then those epochs are always queried (at 10 million entries,
+  querying the newest epoch for every key made deduplication 7 times slower).
+  Processes that only read (fsck) use no filters.
 
 Durability contract (what :meth:`complete_to` reports to the engine): ``add`` is NOT
 durable on return. The table ``meta`` holds ``durable = D``: every row of every
@@ -76,6 +81,9 @@ _LOOKUP_CHUNK = 500  # keys per SELECT (SQLite's default variable limit is 999)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS bloom (epoch INTEGER PRIMARY KEY, bits BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS partial_bloom (
+    epoch INTEGER PRIMARY KEY, durable INTEGER NOT NULL, bits BLOB NOT NULL
+);
 """
 
 _Key = tuple[str, bytes]
@@ -92,7 +100,7 @@ def _create(epoch: int) -> str:
     )
 
 
-def _probes(namespace: str, key: bytes) -> tuple[int, ...]:
+def _probes(namespace: str, key: bytes) -> tuple[int, int, int, int]:
     """The filter's bit numbers for ``(namespace, key)``: four 24-bit fields of a digest.
 
     Leaf hashes are SHA-256 outputs already, so their own bytes serve (a key chosen to
@@ -113,13 +121,6 @@ def _probes(namespace: str, key: bytes) -> tuple[int, ...]:
 def _bloom_add(bits: bytearray, probes: tuple[int, ...]) -> None:
     for bit in probes:
         bits[bit >> 3] |= 1 << (bit & 7)
-
-
-def _bloom_has(bits: bytearray | bytes, probes: tuple[int, ...]) -> bool:
-    for bit in probes:
-        if not bits[bit >> 3] & (1 << (bit & 7)):
-            return False
-    return True
 
 
 @dataclass
@@ -221,15 +222,27 @@ class EntryIndex:
             self._epochs = self._read_epochs(db)
             self._durable = self._read_durable(db)
             stored = dict(db.execute("SELECT epoch, bits FROM bloom"))
+            # Filters of incomplete epochs, saved by a clean close: exact only while
+            # nothing was flushed since (D unchanged), see the module docstring.
+            partial = {
+                epoch: bits
+                for epoch, durable, bits in db.execute(
+                    "SELECT epoch, durable, bits FROM partial_bloom"
+                )
+                if durable == self._durable
+            }
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise self._error("open", exc) from exc
+        size = BLOOM_BITS // 8
         for epoch in sorted(self._epochs):
             bits = stored.get(epoch)
-            if bits is not None and len(bits) == BLOOM_BITS // 8:
+            if bits is not None and len(bits) == size:
                 self._blooms[epoch] = bytearray(bits)
                 self._stored_blooms.add(epoch)
+            elif (bits := partial.get(epoch)) is not None and len(bits) == size:
+                self._blooms[epoch] = bytearray(bits)
             else:
                 self._pending_blooms.append(epoch)
         self._active = _Chunk(end=self._durable)
@@ -335,6 +348,7 @@ class EntryIndex:
             db.execute(_create(first))
             db.execute(f"DELETE FROM {_table(first)} WHERE pos >= ?", (size,))  # noqa: S608 (table names are generated)
         db.execute("DELETE FROM bloom WHERE epoch >= ?", (first,))
+        db.execute("DELETE FROM partial_bloom")
         db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('durable', ?)", (size,))
         db.execute("COMMIT")
 
@@ -345,6 +359,7 @@ class EntryIndex:
                 self._freeze()
             try:
                 self._flush_all()
+                self._save_partial_blooms()
             except StorageError as exc:  # nothing is lost: the next writer re-adds from D
                 _log.warning("entry index: buffered rows not flushed at close: %s", exc)
             finally:
@@ -359,6 +374,33 @@ class EntryIndex:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
             self._local.conn = None
+
+    def _save_partial_blooms(self) -> None:
+        """At close, with everything flushed: store the filters of incomplete epochs
+        with the watermark they are exact for (see the module docstring)."""
+        with self._flush_lock, self._lock:
+            if self._failure is not None or self._frozen or self._active.rows:
+                return  # not everything is in SQLite: the next writer rebuilds them
+            durable = self._durable
+            partial = [
+                (epoch, durable, bytes(bits))
+                for epoch, bits in self._blooms.items()
+                if epoch not in self._stored_blooms and epoch not in self._pending_blooms
+            ]
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if self._read_durable(db) == durable:
+                db.execute("DELETE FROM partial_bloom")
+                db.executemany(
+                    "INSERT INTO partial_bloom (epoch, durable, bits) VALUES (?, ?, ?)", partial
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise self._error("save the filters of", exc) from exc
 
     # -- the flusher -------------------------------------------------------------------
 
@@ -486,21 +528,26 @@ class EntryIndex:
             self._check()
             chunks = [*self._frozen, self._active]
             if self._writer:
-                epochs = sorted(e for e in self._epochs if e * EPOCH < below)
-                blooms = self._blooms
+                filters = [
+                    (e, self._blooms.get(e)) for e in sorted(self._epochs) if e * EPOCH < below
+                ]
                 for key in keys:
                     wanted = (namespace, key)
                     for chunk in chunks:
                         positions = chunk.keys.get(wanted)
                         if positions:
                             found.setdefault(key, set()).update(p for p in positions if p < below)
-                    probes = None
-                    for epoch in epochs:
-                        bits = blooms.get(epoch)
-                        if bits is not None:
-                            probes = probes or _probes(namespace, key)
-                            if not _bloom_has(bits, probes):
-                                continue
+                    # A Bloom test, unrolled: every key is tested against every epoch's
+                    # filter (ten at 10 million entries), so byte offsets and masks are
+                    # worked out once per key.
+                    p0, p1, p2, p3 = _probes(namespace, key)
+                    b0, b1, b2, b3 = p0 >> 3, p1 >> 3, p2 >> 3, p3 >> 3
+                    m0, m1, m2, m3 = 1 << (p0 & 7), 1 << (p1 & 7), 1 << (p2 & 7), 1 << (p3 & 7)
+                    for epoch, bits in filters:
+                        if bits is not None and not (
+                            bits[b0] & m0 and bits[b1] & m1 and bits[b2] & m2 and bits[b3] & m3
+                        ):
+                            continue
                         to_query.setdefault(epoch, []).append(key)
         if not self._writer:
             db = self._db()

@@ -91,6 +91,11 @@ def _tables(root: Path) -> set[str]:
         return {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
+def _forget_partial_filters(root: Path) -> None:
+    with sqlite3.connect(root / fsindex.INDEX_FILE) as db:
+        db.execute("DELETE FROM partial_bloom")
+
+
 def _log(root: Path) -> TransparencyLog:
     storage = FilesystemStorage(root)
     signer = Ed25519NoteSigner(ORIGIN, KEY)
@@ -131,6 +136,7 @@ def test_filters_are_stored_for_complete_epochs_and_rebuilt_for_the_rest(tmp_pat
     with sqlite3.connect(tmp_path / fsindex.INDEX_FILE) as db:
         stored = {e for (e,) in db.execute("SELECT epoch FROM bloom")}
     assert stored == {0, 1}  # epoch 2 (positions 128..191) is not complete
+    _forget_partial_filters(tmp_path)  # as after a crash: close did not save epoch 2's
     again = _writer(tmp_path)
     index = again._index
     assert index is not None
@@ -149,6 +155,7 @@ def test_a_miss_queries_no_table_when_the_filters_rule_it_out(
     storage = _writer(tmp_path)
     storage.index_add(_rows(0, 1000))
     storage.release_writer()
+    _forget_partial_filters(tmp_path)  # as after a crash
     storage = _writer(tmp_path)
     index = storage._index
     assert index is not None
@@ -171,6 +178,56 @@ def test_a_miss_queries_no_table_when_the_filters_rule_it_out(
     assert storage.index_lookup(LEAF_NAMESPACE, [_key(7)], 1000) == {_key(7): [7]}
     assert queried == [0]
     storage.release_writer()
+
+
+@pytest.mark.usefixtures("small")
+def test_a_clean_close_saves_the_filters_of_incomplete_epochs(tmp_path: Path) -> None:
+    storage = _writer(tmp_path)
+    storage.index_add(_rows(0, 150))
+    storage.release_writer()
+    with sqlite3.connect(tmp_path / fsindex.INDEX_FILE) as db:
+        saved = list(db.execute("SELECT epoch, durable FROM partial_bloom"))
+    assert saved == [(2, 150)]  # epoch 2 holds 128..149; exact while D is 150
+    again = _writer(tmp_path)
+    index = again._index
+    assert index is not None
+    assert set(index._blooms) == {0, 1, 2} and not index._pending_blooms
+    queried: list[int] = []
+    real = index._query
+
+    def spy(db: sqlite3.Connection, epoch: int, *args: object) -> None:
+        queried.append(epoch)
+        real(db, epoch, *args)  # type: ignore[arg-type]
+
+    index._query = spy  # type: ignore[method-assign]
+    keys = [_key(i) for i in range(150)]
+    assert again.index_lookup(LEAF_NAMESPACE, keys, 150) == {k: [i] for i, k in enumerate(keys)}
+    misses = [leaf_hash(b"never %d" % i) for i in range(200)]
+    queried.clear()
+    assert again.index_lookup(LEAF_NAMESPACE, misses, 150) == {}
+    assert 2 not in queried  # the saved filter answers for epoch 2
+    again.release_writer()
+
+
+@pytest.mark.usefixtures("small")
+def test_a_saved_filter_is_not_trusted_once_more_rows_were_flushed(
+    tmp_path: Path, rebuild: Callable[[fsindex.EntryIndex], None]
+) -> None:
+    storage = _writer(tmp_path)
+    storage.index_add(_rows(0, 150))
+    storage.release_writer()  # saves epoch 2's filter at D = 150
+    with sqlite3.connect(tmp_path / fsindex.INDEX_FILE) as db:
+        # What a writer that flushed more rows of epoch 2 and then crashed leaves.
+        db.execute("INSERT INTO idx_2 (ns, key, pos) VALUES (?, ?, ?)", _rows(150, 151)[0])
+        db.execute("UPDATE meta SET value = 151 WHERE name = 'durable'")
+    again = _writer(tmp_path)
+    index = again._index
+    assert index is not None
+    assert index._pending_blooms == [2]  # the saved filter lacks row 150: rebuilt instead
+    assert again.index_lookup(LEAF_NAMESPACE, [_key(150)], 151) == {_key(150): [150]}
+    rebuild(index)
+    assert again.index_lookup(LEAF_NAMESPACE, [_key(150)], 151) == {_key(150): [150]}
+    again.release_writer()
 
 
 @pytest.mark.usefixtures("small")
