@@ -51,7 +51,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,6 +194,21 @@ class EntryIndex:
 
     def _error(self, action: str, exc: sqlite3.Error) -> StorageError:
         return StorageError(f"could not {action} the entry index {self._path}: {exc}")
+
+    @contextlib.contextmanager
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT`` on this thread's connection; an SQLite
+        error rolls back and becomes a ``StorageError`` saying what failed."""
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise self._error(action, exc) from exc
 
     def _read_epochs(self, db: sqlite3.Connection) -> set[int]:
         names = db.execute(
@@ -387,20 +402,12 @@ class EntryIndex:
                 for epoch, bits in self._blooms.items()
                 if epoch not in self._stored_blooms and epoch not in self._pending_blooms
             ]
-        db = self._db()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction("save the filters of") as db:
             if self._read_durable(db) == durable:
                 db.execute("DELETE FROM partial_bloom")
                 db.executemany(
                     "INSERT INTO partial_bloom (epoch, durable, bits) VALUES (?, ?, ?)", partial
                 )
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise self._error("save the filters of", exc) from exc
 
     # -- the flusher -------------------------------------------------------------------
 
@@ -469,9 +476,7 @@ class EntryIndex:
         by_epoch: dict[int, list[IndexRow]] = {}
         for row in chunk.rows:
             by_epoch.setdefault(row[2] // EPOCH, []).append(row)
-        db = self._db()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction("update") as db:
             for epoch, rows in sorted(by_epoch.items()):
                 table = _table(epoch)
                 db.execute(_create(epoch))
@@ -487,12 +492,6 @@ class EntryIndex:
             db.executemany(
                 "INSERT OR REPLACE INTO bloom (epoch, bits) VALUES (?, ?)", blooms.items()
             )
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise self._error("update", exc) from exc
 
     def _rebuild_one_bloom(self) -> None:
         """Rebuild the filter of one epoch that has none (after a restart)."""

@@ -91,6 +91,19 @@ def _tables(root: Path) -> set[str]:
         return {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
+def _spy_queries(index: fsindex.EntryIndex) -> list[int]:
+    """The epochs whose tables ``index`` queries from now on, one item per query."""
+    queried: list[int] = []
+    real = index._query
+
+    def spy(db: sqlite3.Connection, epoch: int, *args: object) -> None:
+        queried.append(epoch)
+        real(db, epoch, *args)  # type: ignore[arg-type]
+
+    index._query = spy  # type: ignore[method-assign]
+    return queried
+
+
 def _forget_partial_filters(root: Path) -> None:
     with sqlite3.connect(root / fsindex.INDEX_FILE) as db:
         db.execute("DELETE FROM partial_bloom")
@@ -160,14 +173,7 @@ def test_a_miss_queries_no_table_when_the_filters_rule_it_out(
     index = storage._index
     assert index is not None
     assert index._pending_blooms == [0]  # an incomplete epoch: its filter is rebuilt
-    queried: list[int] = []
-    real = index._query
-
-    def spy(db: sqlite3.Connection, epoch: int, *args: object) -> None:
-        queried.append(epoch)
-        real(db, epoch, *args)  # type: ignore[arg-type]
-
-    index._query = spy  # type: ignore[method-assign]
+    queried = _spy_queries(index)
     misses = [leaf_hash(b"never %d" % i) for i in range(1000)]
     assert storage.index_lookup(LEAF_NAMESPACE, misses, 1000) == {}
     assert queried == [0]  # without a filter the epoch is queried
@@ -192,14 +198,7 @@ def test_a_clean_close_saves_the_filters_of_incomplete_epochs(tmp_path: Path) ->
     index = again._index
     assert index is not None
     assert set(index._blooms) == {0, 1, 2} and not index._pending_blooms
-    queried: list[int] = []
-    real = index._query
-
-    def spy(db: sqlite3.Connection, epoch: int, *args: object) -> None:
-        queried.append(epoch)
-        real(db, epoch, *args)  # type: ignore[arg-type]
-
-    index._query = spy  # type: ignore[method-assign]
+    queried = _spy_queries(index)
     keys = [_key(i) for i in range(150)]
     assert again.index_lookup(LEAF_NAMESPACE, keys, 150) == {k: [i] for i, k in enumerate(keys)}
     misses = [leaf_hash(b"never %d" % i) for i in range(200)]
