@@ -1144,8 +1144,11 @@ class TransparencyLog:
         try:
             results = self._integrate(live)
         except _LeaseLost as exc:
-            self._fail(live, exc)
+            # Stop (or demote) first: a submitter told its entry failed for a lost
+            # lease must find the log already refusing entries, not a window where
+            # check_accepting() still says it accepts them.
             self._lease_lost(exc)
+            self._fail(live, exc)
             return
         except Exception as exc:
             _log.error("log %s: batch of %d entries failed: %s", self._origin, len(live), exc)
