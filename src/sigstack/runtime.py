@@ -14,9 +14,9 @@ What it does:
 
 * ``gc.collect()`` then ``gc.freeze()``: what start-up built moves to the
   permanent generation and is never scanned again (it is not garbage);
-* ``gc.set_threshold(GEN0_THRESHOLD, 10, 10)``: a young collection every
-  ``GEN0_THRESHOLD`` net allocations instead of 700 (a few MiB of young objects at
-  most, collected in one pass).
+* the young generation's threshold becomes ``GEN0_THRESHOLD``: a young collection
+  every ``GEN0_THRESHOLD`` net allocations instead of 700 (a few MiB of young objects
+  at most, collected in one pass); the older generations' thresholds are kept.
 
 Call it once, after start-up and before serving; calling it again is harmless (it
 freezes what was built since, and sets the same thresholds).
@@ -35,4 +35,4 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GEN0_THRESHOLD, max(older, 10), max(oldest, 10))
+    gc.set_threshold(GEN0_THRESHOLD, older, oldest)

@@ -205,16 +205,20 @@ def partial_width(level: int, size: int) -> int:
     return (size >> (TILE_HEIGHT * level)) % TILE_WIDTH
 
 
+def tile_width(level: int, index: int, size: int) -> int:
+    """How many hashes the tile at ``(level, index)`` holds in a tree of ``size``:
+    ``TILE_WIDTH`` when full, less for the rightmost partial tile, 0 or less when
+    the tree has no hash in it (no checks, no objects: proofs call this per node)."""
+    return min((size >> (TILE_HEIGHT * level)) - index * TILE_WIDTH, TILE_WIDTH)
+
+
 def tile_for(level: int, index: int, size: int) -> TileRef:
     """The tile at ``(level, index)`` as it exists in a tree of ``size``.
 
     Full if the tree has filled it, otherwise the rightmost partial tile.
     Raises :class:`InvalidRequest` if the tree has no hash in that tile.
     """
-    count = size >> (TILE_HEIGHT * level)
-    if count >= (index + 1) * TILE_WIDTH:
-        return TileRef(level, index)
-    width = count - index * TILE_WIDTH
+    width = tile_width(level, index, size)
     if width <= 0:
         raise InvalidRequest(f"a tree of size {size} has no tile {index} at level {level}")
     return TileRef(level, index, width)

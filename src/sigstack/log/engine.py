@@ -176,6 +176,7 @@ from sigstack.core.tiles import (
     tile_for,
     tile_levels,
     tile_path,
+    tile_width,
 )
 from sigstack.log.storage import (
     CHECKPOINT_EVENT,
@@ -864,9 +865,8 @@ class TransparencyLog:
 
         def node(level: int, index: int) -> bytes:
             tile_level, tile_index, sublevel, position = node_location(level, index)
-            # The tile's width in this tree (tile_for, without building a TileRef:
-            # this runs for every node of every proof).
-            width = min((size >> (TILE_HEIGHT * tile_level)) - tile_index * TILE_WIDTH, TILE_WIDTH)
+            # A cache hit builds no TileRef: this runs for every node of every proof.
+            width = tile_width(tile_level, tile_index, size)
             tile = cache.get((tile_level, tile_index, width)) if width > 0 else None
             if tile is None:
                 try:
