@@ -2,8 +2,10 @@
 
 Layout: ``<root>/checkpoint`` and ``<root>/<key>`` for every object, so ``root``
 can be served as static files by any web server (``tile/0/x001/234``,
-``tile/0/x001/234.p/17``, ``tile/entries/000``...). Files are 0644 (the data is
-public), directories 0755, both subject to the umask.
+``tile/0/x001/234.p/17``, ``tile/entries/000``...). The engine also keeps each
+full tile's inner nodes under ``inner/`` (derived data, not a C2SP resource: a
+static server need not serve it). Files are 0644 (the data is public),
+directories 0755, both subject to the umask.
 
 Contract (see :mod:`sigstack.log.storage`), and how it is met:
 
@@ -141,7 +143,8 @@ class FilesystemStorage(LogStorage):
     # -- reads ----------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        return self._read(self.root / validate_key(key))
+        # A plain string join: pathlib's parsing costs more than the read of a tile.
+        return self._read(os.path.join(self.root, validate_key(key)))
 
     def read_checkpoint(self) -> bytes | None:
         return self._read(self.root / CHECKPOINT_KEY)
@@ -150,9 +153,10 @@ class FilesystemStorage(LogStorage):
         return self._read(self.root / _HIGH_WATER)
 
     @staticmethod
-    def _read(path: Path) -> bytes | None:
+    def _read(path: Path | str) -> bytes | None:
         try:
-            return path.read_bytes()
+            with open(path, "rb", buffering=0) as f:
+                return f.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
         except IsADirectoryError as exc:

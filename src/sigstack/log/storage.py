@@ -107,6 +107,7 @@ IndexRow = tuple[str, bytes, int]
 """``(namespace, key, log position)``."""
 
 _SEGMENT = re.compile(r"[a-z0-9_-][a-z0-9._-]*")
+_KEY = re.compile(r"[a-z0-9_-][a-z0-9._-]*(?:/[a-z0-9_-][a-z0-9._-]*)*")
 _NAMESPACE = re.compile(r"[a-z0-9_-]{1,32}")
 
 
@@ -120,6 +121,10 @@ def validate_index_row(namespace: str, key: bytes) -> None:
 
 def validate_key(key: str) -> str:
     """Return ``key`` if it is a valid object key, else raise :class:`InvalidRequest`."""
+    # Fast path (every tile read goes through here): one match for the whole key.
+    if type(key) is str and len(key) <= MAX_KEY_LENGTH and _KEY.fullmatch(key):
+        if key != CHECKPOINT_KEY:
+            return key
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidRequest(f"storage key {key!r} is empty or too long")
     if key == CHECKPOINT_KEY:
