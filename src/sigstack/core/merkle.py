@@ -350,27 +350,31 @@ def consistency_proof(old_size: int, new_size: int, node: NodeFunc) -> list[byte
     return proof
 
 
-def _path(level: int, index: int, size: int, node: NodeFunc) -> list[bytes]:
-    """Audit path from the complete node ``(level, index)`` to the root of ``size``."""
+def path_nodes(level: int, index: int, size: int) -> list[tuple[int, int]]:
+    """The nodes of the audit path from the complete node ``(level, index)`` to the
+    root of the tree of ``size``, in proof order, as ``(level, index)``.
+
+    Every one is a complete node of that tree except possibly the top inner
+    sibling (the right subtree holding the last leaf): it is incomplete when
+    ``(index + 1) << level > size``, and its hash is :func:`subtree_hash`'s.
+    """
     last = (size - 1) >> level
     inner = (index ^ last).bit_length()
-    proof: list[bytes] = []
-    for i in range(inner):
-        sibling = (index >> i) ^ 1
-        if i == inner - 1:
-            # The top inner sibling is the right subtree holding the last leaf;
-            # it may be incomplete.
-            proof.append(_subtree(level + i, sibling, size, node))
-        else:
-            proof.append(node(level + i, sibling))
-    for i in range(inner, last.bit_length()):
-        if (index >> i) & 1:
-            proof.append(node(level + i, (index >> i) ^ 1))
-    return proof
+    out = [(level + i, (index >> i) ^ 1) for i in range(inner)]
+    out.extend(
+        (level + i, (index >> i) ^ 1) for i in range(inner, last.bit_length()) if (index >> i) & 1
+    )
+    return out
 
 
-def _subtree(level: int, index: int, size: int, node: NodeFunc) -> bytes:
-    """MTH of leaves ``[index << level, min((index + 1) << level, size))``."""
+def _path(level: int, index: int, size: int, node: NodeFunc) -> list[bytes]:
+    """Audit path from the complete node ``(level, index)`` to the root of ``size``."""
+    return [subtree_hash(lv, ix, size, node) for lv, ix in path_nodes(level, index, size)]
+
+
+def subtree_hash(level: int, index: int, size: int, node: NodeFunc) -> bytes:
+    """MTH of leaves ``[index << level, min((index + 1) << level, size))``: the node
+    itself when complete, else folded from the complete nodes that make it up."""
     start = index << level
     end = min((index + 1) << level, size)
     if end - start == 1 << level:

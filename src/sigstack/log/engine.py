@@ -39,12 +39,14 @@ Commit protocol (one batch, leaves ``[a, n)``) and what a crash at each step mea
    *Crash:* nothing is stored; no entry was acknowledged; clients retry.
 2. **Hash.** Leaf hashes go through the in-memory :class:`CompactRange`; every node
    it completes at a tile level (0, 8, 16...) is appended to that level's
-   rightmost tile; entries are appended to the rightmost entry bundle. The new
+   rightmost tile, and every tile it fills gets its inner nodes (sublevels 1-7,
+   :func:`inner_nodes_path`) from the same hashes; entries are appended to the
+   rightmost entry bundle. The new
    root and every entry's inclusion proof are derived from the same nodes, and
    one proof is checked against the root before anything is written.
    *Crash:* as in 1.
-3. **Store data.** ``put_many`` writes the tiles and bundles the batch completed
-   and the new partial ones, then ``index_add`` records each entry's leaf hash
+3. **Store data.** ``put_many`` writes the tiles, inner nodes and bundles the
+   batch completed and the new partial ones, then ``index_add`` records each entry's leaf hash
    (and the log's search keys); both return once durable.
    *Crash or error:* storage may hold objects and index rows no checkpoint covers
    (names beyond the checkpoint, partial widths never checkpointed, positions past
@@ -114,7 +116,12 @@ Performance: per batch, one ``put_many`` (a handful of objects) and one
 checkpoint swap; hashing is about two SHA-256 per entry plus O(log n) per batch;
 proofs for a batch cost O(batch * log n) list lookups and no I/O. Nothing is
 O(tree size). Proofs requested later (``inclusion_proof``, ``consistency_proof``)
-read tiles through an LRU cache of expanded tiles.
+read tiles through an LRU cache of expanded tiles (level 0 and the levels above
+apart). A full tile that is not cached is read with its stored inner nodes, so
+loading it costs two reads and one hash (its root, compared with the hash the
+parent tile records; inner nodes that disagree, or a log written before they
+were stored, fall back to hashing the tile: 255 hashes). An inclusion proof
+looks each tile up once, not once per node.
 """
 
 from __future__ import annotations
@@ -145,12 +152,15 @@ from sigstack.core.errors import (
 from sigstack.core.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
+    AppendedNodes,
     CompactRange,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     node_hash,
+    path_nodes,
     range_nodes,
+    subtree_hash,
     verify_inclusion,
 )
 from sigstack.core.note import (
@@ -169,8 +179,8 @@ from sigstack.core.tiles import (
     TileRef,
     bundle_for,
     decode_bundle,
+    encode_index,
     entries_path,
-    node_location,
     parse_path,
     partial_width,
     tile_for,
@@ -202,6 +212,23 @@ _log = logging.getLogger(__name__)
 
 LEAF_NAMESPACE = "leaf"
 """Index namespace of every entry's Merkle leaf hash."""
+
+INNER_NODES_BYTES = (TILE_WIDTH - 2) * HASH_SIZE
+"""Size of a full tile's inner-node object: sublevels 1..7, 254 hashes (8,128 bytes)."""
+
+
+def inner_nodes_path(level: int, index: int) -> str:
+    """Storage key of the inner nodes of the full hash tile ``tile/<level>/<index>``.
+
+    The object holds the tile's nodes at sublevels 1 to 7 (128, 64, ... 2 hashes,
+    left to right, lowest sublevel first): everything between the tile's 256
+    hashes and its root, which would otherwise take 255 SHA-256 to derive. It is
+    written with the tile, covered by the same checkpoint, checked against the
+    tile's parent hash when read, and re-derived by fsck. It is not a C2SP
+    resource: ``read`` never serves it.
+    """
+    return f"inner/{level}/{encode_index(index)}"
+
 
 IndexKeys = Callable[[bytes], Sequence[tuple[str, bytes]]]
 """A log's search keys for one stored bundle record: ``[(namespace, key), ...]``."""
@@ -369,12 +396,44 @@ class _Edge:
     rng: CompactRange
     tiles: list[bytearray] = field(default_factory=list)  # partial tile content per level
     bundle: bytearray = field(default_factory=bytearray)  # partial entry bundle content
+    # Per tile level, the complete nodes at sublevels 1..7 of its rightmost unfinished
+    # tile (index 0 is sublevel 1): what inner_nodes_path stores once the tile fills.
+    inner: list[list[bytearray]] = field(default_factory=list)
+
+
+def _sublevel_offsets(width: int) -> tuple[int, ...]:
+    """Byte offset of each sublevel 0..8 in a ``_Tile``'s ``nodes``, then the end."""
+    offsets = [0]
+    for sub in range(TILE_HEIGHT + 1):
+        offsets.append(offsets[-1] + (width >> sub) * HASH_SIZE)
+    return tuple(offsets)
+
+
+_FULL_OFFSETS = _sublevel_offsets(TILE_WIDTH)
 
 
 @dataclass(slots=True)
 class _Tile:
+    """One hash tile and every complete node under it, as one bytes object.
+
+    ``nodes`` is sublevel 0 (the tile itself), then 1, ... 8 (the root, if the tile
+    is full), each left to right; ``offsets[s]`` is where sublevel ``s`` starts.
+    """
+
     raw: bytes
-    levels: list[list[bytes]]  # levels[s][i]: node at sublevel s, i-th from the tile's left
+    nodes: bytes
+    offsets: tuple[int, ...]
+
+    def node(self, sublevel: int, position: int) -> bytes | None:
+        """The node ``position`` from the left at ``sublevel``; None if incomplete."""
+        start = self.offsets[sublevel] + position * HASH_SIZE
+        if start >= self.offsets[sublevel + 1]:
+            return None
+        return self.nodes[start : start + HASH_SIZE]
+
+    def sublevel(self, sublevel: int) -> bytes:
+        """Every complete node at ``sublevel``, concatenated."""
+        return self.nodes[self.offsets[sublevel] : self.offsets[sublevel + 1]]
 
 
 _TileKey = tuple[int, int, int]  # (level, index, width): one tile as one tree size has it
@@ -425,14 +484,21 @@ class _TileCache:
                 items.clear()
 
 
-def _expand(raw: bytes, width: int) -> list[list[bytes]]:
-    """All complete nodes of a tile: sublevel 0 is the tile itself, 8 its root."""
+def _expand(raw: bytes, width: int) -> _Tile:
+    """A tile with all its complete nodes derived by hashing (255 SHA-256 when full)."""
     level = [raw[i : i + HASH_SIZE] for i in range(0, width * HASH_SIZE, HASH_SIZE)]
-    levels = [level]
+    parts = [raw]
     for _ in range(TILE_HEIGHT):
         level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        levels.append(level)
-    return levels
+        parts.append(b"".join(level))
+    offsets = _FULL_OFFSETS if width == TILE_WIDTH else _sublevel_offsets(width)
+    return _Tile(raw, b"".join(parts), offsets)
+
+
+def _from_inner(raw: bytes, inner: bytes) -> _Tile:
+    """A full tile with its stored inner nodes (sublevels 1..7): one hash, for the root."""
+    root = node_hash(inner[-2 * HASH_SIZE : -HASH_SIZE], inner[-HASH_SIZE:])
+    return _Tile(raw, b"".join((raw, inner, root)), _FULL_OFFSETS)
 
 
 def _append_items(
@@ -458,6 +524,28 @@ def _append_items(
             buf.clear()
     if count % TILE_WIDTH:
         writes[path_of(count // TILE_WIDTH, count % TILE_WIDTH)] = bytes(buf)
+
+
+def _append_inner(
+    bufs: list[bytearray], level: int, start: int, nodes: AppendedNodes, writes: dict[str, bytes]
+) -> None:
+    """Add the nodes at sublevels 1..7 of tile ``level`` completed by appending from
+    ``start``; each tile they complete goes into ``writes`` (``inner_nodes_path``)."""
+    base = TILE_HEIGHT * level
+    for sub, buf in enumerate(bufs, 1):
+        buf += b"".join(nodes.at_level(base + sub))
+    # A tile is complete once both halves are (2 nodes at sublevel 7): all lower nodes
+    # of the tile completed before them, so every buffer starts with that tile.
+    index = start >> (base + TILE_HEIGHT)
+    top = bufs[-1]
+    while len(top) >= 2 * HASH_SIZE:
+        parts = []
+        for sub, buf in enumerate(bufs, 1):
+            cut = (TILE_WIDTH >> sub) * HASH_SIZE
+            parts.append(bytes(buf[:cut]))
+            del buf[:cut]
+        writes[inner_nodes_path(level, index)] = b"".join(parts)
+        index += 1
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -743,7 +831,7 @@ class TransparencyLog:
             )
         if not 0 <= index < size:
             raise InvalidRequest(f"leaf index {index} is not in a tree of size {size}")
-        return inclusion_proof(index, size, self._node_reader(current.size))
+        return self._inclusion_proof(index, size, current.size)
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """Consistency proof between tree sizes ``old <= new <= current size``."""
@@ -859,39 +947,99 @@ class TransparencyLog:
     # -- tiles and nodes -------------------------------------------------------------------
 
     def _node_reader(self, size: int) -> Callable[[int, int], bytes]:
-        """``node(level, index)`` for complete nodes of the tree of ``size``, from tiles."""
+        """``node(level, index)`` for complete nodes of the tree of ``size``, from tiles.
+
+        The reader remembers the last tile it used at each tile level: a proof asks
+        for up to 8 nodes of the same tile in a row, and those cost no cache lookup.
+        """
 
         cache = self._cache
+        last: list[tuple[int, _Tile] | None] = []  # per tile level: (tile index, tile)
 
         def node(level: int, index: int) -> bytes:
-            tile_level, tile_index, sublevel, position = node_location(level, index)
-            # A cache hit builds no TileRef: this runs for every node of every proof.
-            width = tile_width(tile_level, tile_index, size)
-            tile = cache.get((tile_level, tile_index, width)) if width > 0 else None
-            if tile is None:
-                try:
-                    ref = tile_for(tile_level, tile_index, size)
-                except InvalidRequest as exc:
-                    raise LogIntegrityError(
-                        self._storage.describe(tile_path(tile_level, tile_index)),
-                        f"node ({level}, {index}) is not in a tree of size {size}",
-                    ) from exc
-                tile = self._tile(ref, size)
-            levels = tile.levels
-            if position >= len(levels[sublevel]):
+            tile_level, sublevel = divmod(level, TILE_HEIGHT)
+            first = index << sublevel
+            tile_index = first >> TILE_HEIGHT
+            while len(last) <= tile_level:
+                last.append(None)
+            held = last[tile_level]
+            if held is not None and held[0] == tile_index:
+                tile = held[1]
+            else:
+                # A cache hit builds no TileRef: this runs for every node of every proof.
+                width = tile_width(tile_level, tile_index, size)
+                got = cache.get((tile_level, tile_index, width)) if width > 0 else None
+                if got is None:
+                    try:
+                        ref = tile_for(tile_level, tile_index, size)
+                    except InvalidRequest as exc:
+                        raise LogIntegrityError(
+                            self._storage.describe(tile_path(tile_level, tile_index)),
+                            f"node ({level}, {index}) is not in a tree of size {size}",
+                        ) from exc
+                    got = self._tile(ref, size)
+                tile = got
+                last[tile_level] = (tile_index, tile)
+            found = tile.node(sublevel, (first % TILE_WIDTH) >> sublevel)
+            if found is None:
+                width = tile_width(tile_level, tile_index, size)
                 raise LogIntegrityError(
                     self._storage.describe(tile_path(tile_level, tile_index, width)),
                     f"tile too narrow for node ({level}, {index}) of tree size {size}",
                 )
-            return levels[sublevel][position]
+            return found
 
         return node
+
+    def _inclusion_proof(self, index: int, size: int, current: int) -> list[bytes]:
+        """``inclusion_proof(index, size, node)`` from the tiles of tree ``current``,
+        fetching each tile once: the path's nodes at tile level ``t`` all lie in
+        tile ``index >> 8 (t + 1)`` (they differ from the leaf's ancestors in their
+        lowest bit only), so this costs one cache lookup per tile level and a slice
+        per node (the hot path of every proof request)."""
+        node: Callable[[int, int], bytes] | None = None
+        proof = []
+        held_level = -1
+        tile: _Tile | None = None
+        for level, position in path_nodes(0, index, size):
+            if (position + 1) << level > size:  # the incomplete right subtree
+                node = node or self._node_reader(current)
+                proof.append(subtree_hash(level, position, size, node))
+                continue
+            tile_level, sublevel = divmod(level, TILE_HEIGHT)
+            if tile_level != held_level:
+                tile_index = index >> (TILE_HEIGHT * (tile_level + 1))
+                width = tile_width(tile_level, tile_index, current)
+                tile = self._cache.get((tile_level, tile_index, width))
+                if tile is None:
+                    node = node or self._node_reader(current)
+                    proof.append(node(level, position))  # loads (and caches) the tile
+                    tile = self._cache.get((tile_level, tile_index, width))
+                    held_level = tile_level if tile is not None else -1
+                    continue
+                held_level = tile_level
+            assert tile is not None
+            found = tile.node(sublevel, position & ((TILE_WIDTH >> sublevel) - 1))
+            if found is None:  # a tile too narrow: let the reader name the problem
+                node = node or self._node_reader(current)
+                found = node(level, position)
+            proof.append(found)
+        return proof
 
     def _tile(self, ref: TileRef, size: int) -> _Tile:
         key = (ref.level, ref.index, ref.width)
         tile = self._cache.get(key)
         if tile is not None:
             return tile
+        raw = self._read_tile(ref, size)
+        tile = self._with_inner(ref, raw, size) if ref.width == TILE_WIDTH else None
+        if tile is None:
+            tile = _expand(raw, ref.width)
+        self._cache.put(key, tile)
+        return tile
+
+    def _read_tile(self, ref: TileRef, size: int) -> bytes:
+        """The stored tile ``ref``, or ``LogIntegrityError`` if missing or of the wrong size."""
         path = ref.path
         raw = self._storage.get(path)
         if raw is None:
@@ -903,9 +1051,36 @@ class TransparencyLog:
                 self._storage.describe(path),
                 f"tile is {len(raw)} bytes; a tile of width {ref.width} is {ref.byte_size}",
             )
-        tile = _Tile(raw, _expand(raw, ref.width))
-        self._cache.put(key, tile)
-        return tile
+        return raw
+
+    def _with_inner(self, ref: TileRef, raw: bytes, size: int) -> _Tile | None:
+        """The full tile ``ref`` with its stored inner nodes, if they are stored and
+        their root is the one the parent tile records (None: derive them instead).
+
+        Logs written before inner nodes were stored have none for older tiles;
+        anything else (a wrong size, a root its parent does not record) is logged
+        as a warning, since only corrupted storage can cause it (fsck says which).
+        """
+        path = inner_nodes_path(ref.level, ref.index)
+        inner = self._storage.get(path)
+        if inner is None:
+            return None
+        if len(inner) == INNER_NODES_BYTES:
+            tile = _from_inner(raw, inner)
+            parent = self._node_reader(size)(TILE_HEIGHT * (ref.level + 1), ref.index)
+            if tile.node(TILE_HEIGHT, 0) == parent:
+                return tile
+            problem = "their root is not the hash its parent tile records"
+        else:
+            problem = f"they are {len(inner)} bytes, not {INNER_NODES_BYTES}"
+        _log.warning(
+            "log %s: ignoring the stored inner nodes %s (%s); deriving them from the tile. "
+            "Run fsck on this log.",
+            self._origin,
+            self._storage.describe(path),
+            problem,
+        )
+        return None
 
     # -- loading and verifying stored state -------------------------------------------------
 
@@ -985,10 +1160,12 @@ class TransparencyLog:
             width = partial_width(level, size)
             if width:
                 count = size >> (TILE_HEIGHT * level)
-                ref = TileRef(level, count // TILE_WIDTH, width)
-                edge.tiles.append(bytearray(self._tile(ref, size).raw))
+                tile = self._tile(TileRef(level, count // TILE_WIDTH, width), size)
+                edge.tiles.append(bytearray(tile.raw))
+                edge.inner.append([bytearray(tile.sublevel(s)) for s in range(1, TILE_HEIGHT)])
             else:
                 edge.tiles.append(bytearray())
+                edge.inner.append([bytearray() for _ in range(1, TILE_HEIGHT)])
         width = size % TILE_WIDTH
         if width:
             path = entries_path(size // TILE_WIDTH, width)
@@ -1042,7 +1219,8 @@ class TransparencyLog:
                 continue
             index = count // TILE_WIDTH - 1
             ref = TileRef(level, index)
-            tile_root = self._tile(ref, size).levels[TILE_HEIGHT][0]
+            # Derived from the tile itself, not from stored inner nodes.
+            tile_root = _expand(self._read_tile(ref, size), TILE_WIDTH).sublevel(TILE_HEIGHT)
             parent = node(TILE_HEIGHT * (level + 1), index)
             if tile_root != parent:
                 parent_ref = tile_for(level + 1, index // TILE_WIDTH, size)
@@ -1264,6 +1442,7 @@ class TransparencyLog:
         for level in range(tile_levels(end)):
             if level == len(edge.tiles):
                 edge.tiles.append(bytearray())
+                edge.inner.append([bytearray() for _ in range(1, TILE_HEIGHT)])
             new = nodes.at_level(TILE_HEIGHT * level)
             if new:
                 _append_items(
@@ -1273,6 +1452,7 @@ class TransparencyLog:
                     functools.partial(tile_path, level),
                     writes,
                 )
+                _append_inner(edge.inner[level], level, start, nodes, writes)
         # Records were size-checked by submit(): a uint16 length prefix each.
         records = [len(p.record).to_bytes(2, "big") + p.record for p in batch]
         _append_items(edge.bundle, start, records, entries_path, writes)

@@ -9,7 +9,11 @@
    Merkle leaf (``leaf_of``: the identity for Rekor v2, the ``MerkleTreeLeaf`` of a
    static-ct-api ``TileLeaf`` for the CT log) and hashes it;
 3. recomputes every hash tile, at every level, full and partial, from those
-   leaves and compares it byte for byte with the stored or served tile;
+   leaves and compares it byte for byte with the stored or served tile; at rest,
+   it also compares each full tile's stored inner nodes (the engine's
+   ``inner_nodes_path`` objects, which proofs read instead of hashing the tile)
+   with the ones re-derived. Logs written before those objects existed have none
+   for their older tiles: a missing one is not a problem, a wrong one is;
 4. compares the recomputed root with the checkpoint's root;
 5. at rest, checks the checkpoint against the storage's high-water mark (the last
    checkpoint the log committed, see :mod:`sigstack.log.storage`): a checkpoint
@@ -35,10 +39,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from sigstack.core.errors import InvalidRequest, SigstackError, VerificationError
-from sigstack.core.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from sigstack.core.merkle import EMPTY_ROOT, CompactRange, leaf_hash, node_hash
 from sigstack.core.note import CheckpointBody, NoteVerifier, open_note, parse_checkpoint
 from sigstack.core.tiles import TILE_HEIGHT, TILE_WIDTH, bundle_for, decode_bundle, tile_for
-from sigstack.log.engine import LEAF_NAMESPACE
+from sigstack.log.engine import LEAF_NAMESPACE, inner_nodes_path
 from sigstack.log.storage import CHECKPOINT_KEY, LogStorage
 
 Reader = Callable[[str], bytes | None]
@@ -61,6 +65,7 @@ class FsckReport:
     root_hash: bytes = b""
     entries_checked: int = 0
     tiles_checked: int = 0
+    inner_checked: int = 0  # full tiles whose stored inner nodes were checked
     index_checked: bool = False
     index_pending: int = 0  # newest entries not in the durable index yet (see step 5)
     problems: list[str] = field(default_factory=list)
@@ -78,6 +83,7 @@ class FsckReport:
             "root_hash": self.root_hash.hex(),
             "entries_checked": self.entries_checked,
             "tiles_checked": self.tiles_checked,
+            "inner_checked": self.inner_checked,
             "index_checked": self.index_checked,
             "index_pending": self.index_pending,
             "problems": self.problems,
@@ -188,6 +194,7 @@ def fsck(
                     size,
                     problems,
                     report,
+                    inner=storage is not None,
                 )
                 del pending[level][:TILE_WIDTH]
             level += 1
@@ -199,7 +206,7 @@ def fsck(
     for level, hashes in enumerate(pending):
         if hashes:  # the partial tile at the right edge of this level
             index = (size >> (TILE_HEIGHT * level)) // TILE_WIDTH
-            _check_tile(read, level, index, hashes, size, problems, report)
+            _check_tile(read, level, index, hashes, size, problems, report, inner=False)
     if rng.root() != body.root_hash:
         problems.add(
             CHECKPOINT_KEY,
@@ -287,6 +294,8 @@ def _check_tile(
     size: int,
     problems: _Problems,
     report: FsckReport,
+    *,
+    inner: bool,
 ) -> None:
     ref = tile_for(level, index, size)
     stored = read(ref.path)
@@ -296,6 +305,36 @@ def _check_tile(
         problems.add(ref.path, "hash tile missing")
     elif stored != expected:
         problems.add(ref.path, "hash tile differs from the one re-derived from the entries")
+    if inner and ref.width == TILE_WIDTH:
+        _check_inner(read, level, index, hashes, problems, report)
+
+
+def _check_inner(
+    read: Reader,
+    level: int,
+    index: int,
+    hashes: list[bytes],
+    problems: _Problems,
+    report: FsckReport,
+) -> None:
+    """Compare a full tile's stored inner nodes (if any) with the re-derived ones."""
+    path = inner_nodes_path(level, index)
+    stored = read(path)
+    if stored is None:
+        return  # written before inner nodes were stored: proofs hash the tile instead
+    report.inner_checked += 1
+    parts = []
+    nodes = hashes
+    for _ in range(TILE_HEIGHT - 1):
+        nodes = [node_hash(nodes[i], nodes[i + 1]) for i in range(0, len(nodes), 2)]
+        parts.append(b"".join(nodes))
+    if stored != b"".join(parts):
+        problems.add(
+            path,
+            "inner nodes differ from the ones re-derived from the entries: proofs "
+            "built from them are wrong (delete the object: the engine then derives "
+            "the nodes from the tile)",
+        )
 
 
 def _check_index(

@@ -8,7 +8,6 @@ import base64
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,18 +110,6 @@ def check_integrated(results: list[Integrated], datas: list[bytes]) -> None:
         text, _ = open_note(cp.note, [VERIFIER])
         body = parse_checkpoint(text)
         assert (body.origin, body.size, body.root_hash) == (cp.origin, cp.size, cp.root_hash)
-
-
-@pytest.fixture(params=["memory", "fs", "postgres"])
-def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], LogStorage]:
-    """A factory returning the same log's storage (a new object for fs and postgres)."""
-    if request.param == "memory":
-        shared = MemoryStorage()
-        return lambda: shared
-    if request.param == "postgres":  # skipped without a server (see tests/conftest.py)
-        make: Callable[[], LogStorage] = request.getfixturevalue("postgres_storage")
-        return make
-    return lambda: FilesystemStorage(tmp_path / "log")
 
 
 @pytest.fixture

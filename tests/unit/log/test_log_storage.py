@@ -55,15 +55,10 @@ def test_invalid_keys(key: str) -> None:
 # --- the contract, on every backend -----------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "fs", "postgres"])
-def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], LogStorage]:
-    if request.param == "memory":
-        shared = MemoryStorage()
-        return lambda: shared
-    if request.param == "postgres":  # skipped without a server (see tests/conftest.py)
-        make: Callable[[], LogStorage] = request.getfixturevalue("postgres_storage")
-        return make
-    return lambda: FilesystemStorage(tmp_path / "log")
+@pytest.fixture
+def make_storage(reopen: Callable[[], LogStorage]) -> Callable[[], LogStorage]:
+    """Every backend (``reopen`` in conftest.py): a factory for the same storage."""
+    return reopen
 
 
 def test_get_missing_is_none(make_storage: Callable[[], LogStorage]) -> None:

@@ -4,27 +4,17 @@ lookups spread over a large log (every one a level-0 miss) do not re-read them."
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from log_kit import CountingStorage
 
 from sigstack.core.merkle import leaf_hash, verify_inclusion
 from sigstack.core.note import Ed25519NoteSigner
-from sigstack.log import BatchPolicy, Entry, MemoryStorage, TransparencyLog
+from sigstack.log import BatchPolicy, Entry, TransparencyLog
 
 ORIGIN = "log.example/tile-cache"
 SIGNER = Ed25519NoteSigner(ORIGIN, ed25519.Ed25519PrivateKey.generate())
 SIZE = 4 * 256 + 17  # four full level-0 tiles and a partial one; a level-1 tile of width 4
-
-
-class CountingStorage(MemoryStorage):
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads: Counter[str] = Counter()
-
-    def get(self, key: str) -> bytes | None:
-        self.reads[key] += 1
-        return super().get(key)
 
 
 def _log(storage: CountingStorage, **cache: int) -> TransparencyLog:
