@@ -235,6 +235,9 @@ IndexKeys = Callable[[bytes], Sequence[tuple[str, bytes]]]
 
 _REINDEX_CHUNK = 64 * TILE_WIDTH
 
+_RIGHT_NODES = 256
+"""Incomplete right-subtree hashes remembered (a few tree sizes' worth)."""
+
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
 
@@ -590,6 +593,8 @@ class TransparencyLog:
         self._verifier = verifier
         self._policy = policy if policy is not None else BatchPolicy()
         self._cache = _TileCache(cache_tiles, cache_upper_tiles)
+        # (size, level, index) -> hash of an incomplete right subtree (_right_subtree).
+        self._right_nodes: dict[tuple[int, int, int], bytes] = {}
         self._index_keys = index_keys
 
         self._cond = threading.Condition()
@@ -952,8 +957,6 @@ class TransparencyLog:
         The reader remembers the last tile it used at each tile level: a proof asks
         for up to 8 nodes of the same tile in a row, and those cost no cache lookup.
         """
-
-        cache = self._cache
         last: list[tuple[int, _Tile] | None] = []  # per tile level: (tile index, tile)
 
         def node(level: int, index: int) -> bytes:
@@ -966,30 +969,42 @@ class TransparencyLog:
             if held is not None and held[0] == tile_index:
                 tile = held[1]
             else:
-                # A cache hit builds no TileRef: this runs for every node of every proof.
-                width = tile_width(tile_level, tile_index, size)
-                got = cache.get((tile_level, tile_index, width)) if width > 0 else None
-                if got is None:
-                    try:
-                        ref = tile_for(tile_level, tile_index, size)
-                    except InvalidRequest as exc:
-                        raise LogIntegrityError(
-                            self._storage.describe(tile_path(tile_level, tile_index)),
-                            f"node ({level}, {index}) is not in a tree of size {size}",
-                        ) from exc
-                    got = self._tile(ref, size)
-                tile = got
+                tile = self._tile_at(tile_level, tile_index, size, (level, index))
                 last[tile_level] = (tile_index, tile)
             found = tile.node(sublevel, (first % TILE_WIDTH) >> sublevel)
             if found is None:
-                width = tile_width(tile_level, tile_index, size)
-                raise LogIntegrityError(
-                    self._storage.describe(tile_path(tile_level, tile_index, width)),
-                    f"tile too narrow for node ({level}, {index}) of tree size {size}",
-                )
+                raise self._too_narrow(tile_level, tile_index, size, (level, index))
             return found
 
         return node
+
+    def _tile_at(
+        self, tile_level: int, tile_index: int, size: int, wanted: tuple[int, int]
+    ) -> _Tile:
+        """Tile ``(tile_level, tile_index)`` as the tree of ``size`` has it, for node
+        ``wanted`` (named in the error if the tree has no such tile)."""
+        # A cache hit builds no TileRef: this runs for every tile of every proof.
+        width = tile_width(tile_level, tile_index, size)
+        tile = self._cache.get((tile_level, tile_index, width)) if width > 0 else None
+        if tile is not None:
+            return tile
+        try:
+            ref = tile_for(tile_level, tile_index, size)
+        except InvalidRequest as exc:
+            raise LogIntegrityError(
+                self._storage.describe(tile_path(tile_level, tile_index)),
+                f"node {wanted} is not in a tree of size {size}",
+            ) from exc
+        return self._tile(ref, size)
+
+    def _too_narrow(
+        self, tile_level: int, tile_index: int, size: int, wanted: tuple[int, int]
+    ) -> LogIntegrityError:
+        width = tile_width(tile_level, tile_index, size)
+        return LogIntegrityError(
+            self._storage.describe(tile_path(tile_level, tile_index, width)),
+            f"tile too narrow for node {wanted} of tree size {size}",
+        )
 
     def _inclusion_proof(self, index: int, size: int, current: int) -> list[bytes]:
         """``inclusion_proof(index, size, node)`` from the tiles of tree ``current``,
@@ -997,34 +1012,39 @@ class TransparencyLog:
         tile ``index >> 8 (t + 1)`` (they differ from the leaf's ancestors in their
         lowest bit only), so this costs one cache lookup per tile level and a slice
         per node (the hot path of every proof request)."""
-        node: Callable[[int, int], bytes] | None = None
         proof = []
         held_level = -1
         tile: _Tile | None = None
         for level, position in path_nodes(0, index, size):
-            if (position + 1) << level > size:  # the incomplete right subtree
-                node = node or self._node_reader(current)
-                proof.append(subtree_hash(level, position, size, node))
+            if (position + 1) << level > size:
+                proof.append(self._right_subtree(level, position, size, current))
                 continue
             tile_level, sublevel = divmod(level, TILE_HEIGHT)
             if tile_level != held_level:
                 tile_index = index >> (TILE_HEIGHT * (tile_level + 1))
-                width = tile_width(tile_level, tile_index, current)
-                tile = self._cache.get((tile_level, tile_index, width))
-                if tile is None:
-                    node = node or self._node_reader(current)
-                    proof.append(node(level, position))  # loads (and caches) the tile
-                    tile = self._cache.get((tile_level, tile_index, width))
-                    held_level = tile_level if tile is not None else -1
-                    continue
+                tile = self._tile_at(tile_level, tile_index, current, (level, position))
                 held_level = tile_level
             assert tile is not None
             found = tile.node(sublevel, position & ((TILE_WIDTH >> sublevel) - 1))
-            if found is None:  # a tile too narrow: let the reader name the problem
-                node = node or self._node_reader(current)
-                found = node(level, position)
+            if found is None:
+                raise self._too_narrow(tile_level, tile_index, current, (level, position))
             proof.append(found)
         return proof
+
+    def _right_subtree(self, level: int, index: int, size: int, current: int) -> bytes:
+        """``subtree_hash`` of the incomplete subtree ``(level, index)`` of tree ``size``.
+
+        Every proof in a tree has one such node (unless the tree is a perfect one);
+        for one tree there are at most ``log2(size)`` of them, remembered here.
+        """
+        key = (size, level, index)
+        found = self._right_nodes.get(key)
+        if found is None:
+            found = subtree_hash(level, index, size, self._node_reader(current))
+            if len(self._right_nodes) >= _RIGHT_NODES:
+                self._right_nodes.clear()
+            self._right_nodes[key] = found
+        return found
 
     def _tile(self, ref: TileRef, size: int) -> _Tile:
         key = (ref.level, ref.index, ref.width)
