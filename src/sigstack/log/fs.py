@@ -73,7 +73,7 @@ from sigstack.log.storage import (
     CHECKPOINT_KEY,
     IndexRow,
     LogStorage,
-    validate_index_row,
+    validate_index_rows,
     validate_key,
 )
 
@@ -233,8 +233,7 @@ class FilesystemStorage(LogStorage):
             return index
 
     def index_add(self, rows: Sequence[IndexRow]) -> None:
-        for namespace, key, _ in rows:
-            validate_index_row(namespace, key)
+        validate_index_rows(rows)
         if rows:
             self._writer_index("add to").add(rows)
 

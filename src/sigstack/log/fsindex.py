@@ -110,12 +110,8 @@ def _probes(namespace: str, key: bytes) -> tuple[int, int, int, int]:
         digest = key
     else:
         digest = hashlib.blake2b(namespace.encode() + b"\0" + key, digest_size=12).digest()
-    return (
-        int.from_bytes(digest[0:3], "big"),
-        int.from_bytes(digest[3:6], "big"),
-        int.from_bytes(digest[6:9], "big"),
-        int.from_bytes(digest[9:12], "big"),
-    )
+    v = int.from_bytes(digest[:12], "big")
+    return (v >> 72, (v >> 48) & 0xFFFFFF, (v >> 24) & 0xFFFFFF, v & 0xFFFFFF)
 
 
 def _bloom_add(bits: bytearray, probes: tuple[int, ...]) -> None:
@@ -281,17 +277,32 @@ class EntryIndex:
             if not active.rows:
                 self._active_since = time.monotonic()
                 self._lock.notify_all()  # the flusher starts the FLUSH_AFTER clock
+            # _Chunk.add and _bloom_add, inlined: this runs for every row the log adds.
+            keys, chunk_rows = active.keys, active.rows
+            epoch, bits = -1, None
             for row in rows:
-                active.add(row)
-                epoch = row[2] // EPOCH
-                bits = self._blooms.get(epoch)
-                if bits is None and epoch not in self._epochs:
-                    bits = self._blooms[epoch] = bytearray(BLOOM_BITS // 8)
-                    self._epochs.add(epoch)
+                namespace, key, position = row
+                positions = keys.get((namespace, key))
+                if positions is None:
+                    keys[(namespace, key)] = [position]
+                    chunk_rows.append(row)
+                elif position not in positions:
+                    positions.append(position)
+                    chunk_rows.append(row)
+                if position // EPOCH != epoch:
+                    epoch = position // EPOCH
+                    bits = self._blooms.get(epoch)
+                    if bits is None and epoch not in self._epochs:
+                        bits = self._blooms[epoch] = bytearray(BLOOM_BITS // 8)
+                        self._epochs.add(epoch)
                 if bits is not None:
-                    _bloom_add(bits, _probes(row[0], row[1]))
-                if row[2] >= active.end:
-                    active.end = row[2] + 1
+                    p0, p1, p2, p3 = _probes(namespace, key)
+                    bits[p0 >> 3] |= 1 << (p0 & 7)
+                    bits[p1 >> 3] |= 1 << (p1 & 7)
+                    bits[p2 >> 3] |= 1 << (p2 & 7)
+                    bits[p3 >> 3] |= 1 << (p3 & 7)
+                if position >= active.end:
+                    active.end = position + 1
             if len(active.rows) >= CHUNK_ROWS:
                 self._freeze()
 

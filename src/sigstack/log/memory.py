@@ -38,7 +38,7 @@ from sigstack.log.storage import (
     CHECKPOINT_KEY,
     IndexRow,
     LogStorage,
-    validate_index_row,
+    validate_index_rows,
     validate_key,
 )
 
@@ -109,8 +109,7 @@ class MemoryStorage(LogStorage):
             return self._high_water
 
     def index_add(self, rows: Sequence[IndexRow]) -> None:
-        for namespace, key, _ in rows:
-            validate_index_row(namespace, key)
+        validate_index_rows(rows)
         fault = self._check("index_add", INDEX_KEY)
         with self._lock:
             for namespace, key, position in rows:

@@ -157,7 +157,7 @@ from sigstack.log.storage import (
     LogStorage,
     QueuedEntry,
     SharedQueue,
-    validate_index_row,
+    validate_index_rows,
     validate_key,
 )
 
@@ -572,8 +572,7 @@ class PostgresStorage(LogStorage):
     # -- entry index -----------------------------------------------------------------------
 
     def index_add(self, rows: Sequence[IndexRow]) -> None:
-        for namespace, key, _ in rows:
-            validate_index_row(namespace, key)
+        validate_index_rows(rows)
         if not rows:
             return
         namespaces = [r[0] for r in rows]

@@ -119,6 +119,21 @@ def validate_index_row(namespace: str, key: bytes) -> None:
         raise InvalidRequest(f"index keys are 1 to {MAX_INDEX_KEY} bytes")
 
 
+def validate_index_rows(rows: Sequence[IndexRow]) -> None:
+    """:func:`validate_index_row` for every row (each namespace checked once)."""
+    namespaces: set[str] = set()
+    for namespace, key, _ in rows:
+        if (
+            type(namespace) is not str
+            or type(key) is not bytes
+            or not 0 < len(key) <= MAX_INDEX_KEY
+        ):
+            validate_index_row(namespace, key)  # raises
+        namespaces.add(namespace)
+    for namespace in namespaces:
+        validate_index_row(namespace, b"-")
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` if it is a valid object key, else raise :class:`InvalidRequest`."""
     # Fast path (every tile read goes through here): one match for the whole key.
