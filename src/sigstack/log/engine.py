@@ -1419,6 +1419,9 @@ class TransparencyLog:
                 assert self._shared is not None
                 self._shared.assign(assignments, committed=True)
                 self._lease_used = time.monotonic()
+        if len(fresh) == len(batch) and not assignments:
+            # The usual batch: no duplicates, no shared-queue entries.
+            return [Integrated(start + i, checkpoint, proof) for i, proof in enumerate(proofs)]
         node: Callable[[int, int], bytes] | None = None
         results = []
         for p, (position, duplicate) in zip(batch, plan, strict=True):
