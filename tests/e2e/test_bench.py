@@ -55,6 +55,7 @@ def test_bench_rekor_loads_a_throwaway_stack_and_verifies_proofs() -> None:
 
     figures = _bench("rekor", "--duration", "2", "--rate", "50", "--writers", "8")
     assert tuple(figures) == REPORT_KEYS
+    assert figures["host_sha256_per_s"] > 0
     assert figures["spawned_stack"] is True
     assert figures["offered_rate"] == 50 and figures["duration_s"] == 2
     assert figures["writes_acknowledged"] > 0 and figures["writes_per_s"] > 0
@@ -83,6 +84,7 @@ def _check_phase(phase: dict[str, Any], size: int, entries: int) -> None:
 def test_bench_engine_appends_and_proves(storage: str) -> None:
     figures = _bench("engine", "--entries", "2000", "--storage", storage, "--proofs", "200")
     assert (figures["storage"], figures["entries"], figures["prefill"]) == (storage, 2000, 0)
+    assert figures["host_sha256_per_s"] > 0
     assert figures["entry_bytes"] > 0
     _check_phase(figures["empty"], 0, 2000)
 

@@ -32,7 +32,9 @@ Without ``--prefill`` one log is measured from empty ("empty").
 
 Defaults are in :mod:`sigstack.ops.bench.options` and ``--help``: 100,000 entries,
 fs storage, no prefill, 768-byte entries, 2,000 proof lookups. Output: a table, or
-one JSON object with ``--json``.
+one JSON object with ``--json``. ``host_sha256_per_s`` is the machine's single-core
+speed when the run started (:func:`~sigstack.ops.bench.report.host_speed`): compare
+runs only at similar values of it.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from sigstack.ops.bench.options import (
     ENGINE_PREFILL_BATCH,
     ENGINE_WINDOW,
 )
-from sigstack.ops.bench.report import percentile, print_table
+from sigstack.ops.bench.report import host_speed, percentile, print_table
 from sigstack.runtime import tune_gc
 
 ORIGIN = "bench.sigstack.local/engine"
@@ -249,6 +251,7 @@ def run_engine_bench(args: argparse.Namespace) -> int:
             )
 
         report: dict[str, Any] = {
+            "host_sha256_per_s": host_speed(),
             "storage": args.storage,
             "entries": args.entries,
             "entry_bytes": args.entry_bytes,

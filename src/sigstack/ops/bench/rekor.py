@@ -85,7 +85,7 @@ from sigstack.ops.bench.options import (
     REKOR_WRITERS,
 )
 from sigstack.ops.bench.procs import ProcessMeter, ThrowawayStack, read_memory_kib
-from sigstack.ops.bench.report import percentile_ms, print_table
+from sigstack.ops.bench.report import host_speed, percentile_ms, print_table
 from sigstack.ops.bench.tlog import (
     LogClient,
     LogKey,
@@ -103,6 +103,7 @@ ERROR_SAMPLES = 5
 ENTRIES_PATH = "/api/v2/log/entries"
 
 REPORT_KEYS = (
+    "host_sha256_per_s",
     "target",
     "spawned_stack",
     "offered_rate",
@@ -275,9 +276,11 @@ class LoadGenerator:
         self._rng = random.Random(config.seed)  # noqa: S311 - sampling, not security
         self._queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
         self._next_read = 0.0
+        self._host_speed = 0
 
     async def run(self) -> dict[str, Any]:
         cfg, st = self.config, self.state
+        self._host_speed = host_speed()  # before any load: the machine's speed right now
         writers = [RekorClient(cfg.url) for _ in range(cfg.writers)]
         readers = [RekorClient(cfg.url) for _ in range(cfg.readers)]
         await asyncio.gather(*(c.connect() for c in writers + readers))
@@ -446,6 +449,7 @@ class LoadGenerator:
         if late_drained:
             st.error(f"{late_drained} writers still waiting {DRAIN_TIMEOUT:.0f}s after the window")
         report: dict[str, Any] = {
+            "host_sha256_per_s": self._host_speed,
             "target": cfg.url,
             "spawned_stack": False,
             "offered_rate": cfg.rate,
