@@ -1051,8 +1051,14 @@ class TransparencyLog:
         tile = self._cache.get(key)
         if tile is not None:
             return tile
-        raw = self._read_tile(ref, size)
-        tile = self._with_inner(ref, raw, size) if ref.width == TILE_WIDTH else None
+        if ref.width == TILE_WIDTH:  # the tile and its inner nodes, in one round trip
+            path = inner_nodes_path(ref.level, ref.index)
+            raw, inner = self._storage.get_many([ref.path, path])
+            raw = self._checked_tile(ref, raw, size)
+            tile = self._with_inner(ref, raw, path, inner, size) if inner is not None else None
+        else:
+            raw = self._read_tile(ref, size)
+            tile = None
         if tile is None:
             tile = _expand(raw, ref.width)
         self._cache.put(key, tile)
@@ -1060,8 +1066,10 @@ class TransparencyLog:
 
     def _read_tile(self, ref: TileRef, size: int) -> bytes:
         """The stored tile ``ref``, or ``LogIntegrityError`` if missing or of the wrong size."""
+        return self._checked_tile(ref, self._storage.get(ref.path), size)
+
+    def _checked_tile(self, ref: TileRef, raw: bytes | None, size: int) -> bytes:
         path = ref.path
-        raw = self._storage.get(path)
         if raw is None:
             raise LogIntegrityError(
                 self._storage.describe(path), f"tile missing (needed by tree size {size})"
@@ -1073,18 +1081,17 @@ class TransparencyLog:
             )
         return raw
 
-    def _with_inner(self, ref: TileRef, raw: bytes, size: int) -> _Tile | None:
-        """The full tile ``ref`` with its stored inner nodes, if they are stored and
+    def _with_inner(
+        self, ref: TileRef, raw: bytes, path: str, inner: bytes, size: int
+    ) -> _Tile | None:
+        """The full tile ``ref`` with its inner nodes ``inner`` (stored at ``path``), if
         their root is the one the parent tile records (None: derive them instead).
 
-        Logs written before inner nodes were stored have none for older tiles;
-        anything else (a wrong size, a root its parent does not record) is logged
-        as a warning, since only corrupted storage can cause it (fsck says which).
+        Logs written before inner nodes were stored have none for older tiles (the
+        caller derives them); anything else wrong (a wrong size, a root the parent
+        does not record) is logged as a warning, since only corrupted storage can
+        cause it (fsck says which).
         """
-        path = inner_nodes_path(ref.level, ref.index)
-        inner = self._storage.get(path)
-        if inner is None:
-            return None
         if len(inner) == INNER_NODES_BYTES:
             tile = _from_inner(raw, inner)
             parent = self._node_reader(size)(TILE_HEIGHT * (ref.level + 1), ref.index)

@@ -513,6 +513,21 @@ class PostgresStorage(LogStorage):
 
         return self._read(f"read of {key}", run)
 
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        wanted = [validate_key(key) for key in keys]
+        if len(wanted) <= 1:
+            return [self._object(key) for key in wanted]
+
+        def run(conn: Connection) -> list[bytes | None]:
+            rows = conn.execute(
+                "SELECT key, data FROM sigstack_objects WHERE log = %s AND key = ANY(%s)",
+                (self.log_name, wanted),
+            ).fetchall()
+            found = {key: bytes(data) for key, data in rows}
+            return [found.get(key) for key in wanted]
+
+        return self._read(f"read of {wanted[0]} and {len(wanted) - 1} more objects", run)
+
     def put_many(self, items: Mapping[str, bytes]) -> None:
         keys = [validate_key(key) for key in items]
         if not keys:

@@ -164,6 +164,11 @@ class LogStorage(ABC):
     def get(self, key: str) -> bytes | None:
         """The object stored under ``key``, or ``None`` if there is none."""
 
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``[get(key) for key in keys]``. Backends where every read is a round trip
+        fetch them together; no atomicity across the keys is promised."""
+        return [self.get(key) for key in keys]
+
     @abstractmethod
     def put_many(self, items: Mapping[str, bytes]) -> None:
         """Store every object durably; each one replaced atomically (see contract)."""

@@ -92,6 +92,21 @@ def test_get_rejects_bad_key(make_storage: Callable[[], LogStorage]) -> None:
         make_storage().get("../../etc/passwd")
 
 
+def test_get_many_answers_in_the_order_asked(make_storage: Callable[[], LogStorage]) -> None:
+    storage = make_storage()
+    storage.put_many({"tile/0/000": b"a" * 32, "inner/0/000": b"b" * 32})
+    again = make_storage()
+    assert again.get_many(["inner/0/000", "tile/0/001", "tile/0/000"]) == [
+        b"b" * 32,
+        None,
+        b"a" * 32,
+    ]
+    assert again.get_many(["tile/0/000"]) == [b"a" * 32]
+    assert again.get_many([]) == []
+    with pytest.raises(InvalidRequest):
+        again.get_many(["tile/0/000", "../../etc/passwd"])
+
+
 def test_swap_checkpoint_is_compare_and_swap(make_storage: Callable[[], LogStorage]) -> None:
     storage = make_storage()
     storage.swap_checkpoint(None, b"one")
