@@ -423,7 +423,6 @@ class _Tile:
     is full), each left to right; ``offsets[s]`` is where sublevel ``s`` starts.
     """
 
-    raw: bytes
     nodes: bytes
     offsets: tuple[int, ...]
 
@@ -495,13 +494,13 @@ def _expand(raw: bytes, width: int) -> _Tile:
         level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         parts.append(b"".join(level))
     offsets = _FULL_OFFSETS if width == TILE_WIDTH else _sublevel_offsets(width)
-    return _Tile(raw, b"".join(parts), offsets)
+    return _Tile(b"".join(parts), offsets)
 
 
 def _from_inner(raw: bytes, inner: bytes) -> _Tile:
     """A full tile with its stored inner nodes (sublevels 1..7): one hash, for the root."""
     root = node_hash(inner[-2 * HASH_SIZE : -HASH_SIZE], inner[-HASH_SIZE:])
-    return _Tile(raw, b"".join((raw, inner, root)), _FULL_OFFSETS)
+    return _Tile(b"".join((raw, inner, root)), _FULL_OFFSETS)
 
 
 def _append_items(
@@ -527,6 +526,11 @@ def _append_items(
             buf.clear()
     if count % TILE_WIDTH:
         writes[path_of(count // TILE_WIDTH, count % TILE_WIDTH)] = bytes(buf)
+
+
+def _no_inner() -> list[bytearray]:
+    """``_Edge.inner`` buffers of a level whose rightmost tile has no node yet."""
+    return [bytearray() for _ in range(1, TILE_HEIGHT)]
 
 
 def _append_inner(
@@ -1188,11 +1192,11 @@ class TransparencyLog:
             if width:
                 count = size >> (TILE_HEIGHT * level)
                 tile = self._tile(TileRef(level, count // TILE_WIDTH, width), size)
-                edge.tiles.append(bytearray(tile.raw))
+                edge.tiles.append(bytearray(tile.sublevel(0)))
                 edge.inner.append([bytearray(tile.sublevel(s)) for s in range(1, TILE_HEIGHT)])
             else:
                 edge.tiles.append(bytearray())
-                edge.inner.append([bytearray() for _ in range(1, TILE_HEIGHT)])
+                edge.inner.append(_no_inner())
         width = size % TILE_WIDTH
         if width:
             path = entries_path(size // TILE_WIDTH, width)
@@ -1472,7 +1476,7 @@ class TransparencyLog:
         for level in range(tile_levels(end)):
             if level == len(edge.tiles):
                 edge.tiles.append(bytearray())
-                edge.inner.append([bytearray() for _ in range(1, TILE_HEIGHT)])
+                edge.inner.append(_no_inner())
             new = nodes.at_level(TILE_HEIGHT * level)
             if new:
                 _append_items(
