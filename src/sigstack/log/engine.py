@@ -497,6 +497,13 @@ def _expand(raw: bytes, width: int) -> _Tile:
     return _Tile(b"".join(parts), offsets)
 
 
+def derive_inner_nodes(tile: bytes) -> bytes:
+    """What ``inner_nodes_path`` should hold for the full tile ``tile``, derived by
+    hashing it (as proofs do without the object; fsck compares the stored one)."""
+    expanded = _expand(tile, TILE_WIDTH)
+    return expanded.nodes[expanded.offsets[1] : expanded.offsets[TILE_HEIGHT]]
+
+
 def _from_inner(raw: bytes, inner: bytes) -> _Tile:
     """A full tile with its stored inner nodes (sublevels 1..7): one hash, for the root."""
     root = node_hash(inner[-2 * HASH_SIZE : -HASH_SIZE], inner[-HASH_SIZE:])

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from sigstack.core.errors import InvalidRequest, SigstackError, VerificationError
-from sigstack.core.merkle import EMPTY_ROOT, CompactRange, leaf_hash, node_hash
+from sigstack.core.merkle import EMPTY_ROOT, CompactRange, leaf_hash
 from sigstack.core.note import CheckpointBody, NoteVerifier, open_note, parse_checkpoint
 from sigstack.core.tiles import TILE_HEIGHT, TILE_WIDTH, bundle_for, decode_bundle, tile_for
-from sigstack.log.engine import LEAF_NAMESPACE, inner_nodes_path
+from sigstack.log.engine import LEAF_NAMESPACE, derive_inner_nodes, inner_nodes_path
 from sigstack.log.storage import CHECKPOINT_KEY, LogStorage
 
 Reader = Callable[[str], bytes | None]
@@ -323,12 +323,7 @@ def _check_inner(
     if stored is None:
         return  # written before inner nodes were stored: proofs hash the tile instead
     report.inner_checked += 1
-    parts = []
-    nodes = hashes
-    for _ in range(TILE_HEIGHT - 1):
-        nodes = [node_hash(nodes[i], nodes[i + 1]) for i in range(0, len(nodes), 2)]
-        parts.append(b"".join(nodes))
-    if stored != b"".join(parts):
+    if stored != derive_inner_nodes(b"".join(hashes)):
         problems.add(
             path,
             "inner nodes differ from the ones re-derived from the entries: proofs "
