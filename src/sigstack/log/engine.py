@@ -155,7 +155,6 @@ from sigstack.core.merkle import (
     AppendedNodes,
     CompactRange,
     consistency_proof,
-    inclusion_proof,
     leaf_hash,
     node_hash,
     path_nodes,
@@ -1440,7 +1439,6 @@ class TransparencyLog:
         if len(fresh) == len(batch) and not assignments:
             # The usual batch: no duplicates, no shared-queue entries.
             return [Integrated(start + i, checkpoint, proof) for i, proof in enumerate(proofs)]
-        node: Callable[[int, int], bytes] | None = None
         results = []
         for p, (position, duplicate) in zip(batch, plan, strict=True):
             if p.ticket is not None:  # answered by its frontend from the shared queue
@@ -1449,8 +1447,7 @@ class TransparencyLog:
             if position >= start:
                 proof = proofs[position - start]
             else:
-                node = node or self._node_reader(checkpoint.size)
-                proof = inclusion_proof(position, checkpoint.size, node)
+                proof = self._inclusion_proof(position, checkpoint.size, checkpoint.size)
             results.append(Integrated(position, checkpoint, proof, duplicate))
         return results
 
@@ -1997,7 +1994,7 @@ class TransparencyLog:
                         f"the queue says entry {a.ticket} is at {a.position}, but the tree holds "
                         "another leaf there",
                     )
-                proof = inclusion_proof(a.position, current.size, node)
+                proof = self._inclusion_proof(a.position, current.size, current.size)
             except SigstackError as exc:
                 _log.error("log %s: cannot answer a queued entry: %s", self._origin, exc)
                 waiter.future.set_exception(
