@@ -111,10 +111,14 @@ _KEY = re.compile(r"[a-z0-9_-][a-z0-9._-]*(?:/[a-z0-9_-][a-z0-9._-]*)*")
 _NAMESPACE = re.compile(r"[a-z0-9_-]{1,32}")
 
 
-def validate_index_row(namespace: str, key: bytes) -> None:
-    """Raise :class:`InvalidRequest` unless ``(namespace, key)`` may be indexed."""
+def _validate_namespace(namespace: str) -> None:
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
         raise InvalidRequest(f"index namespace {namespace!r} must match [a-z0-9_-]{{1,32}}")
+
+
+def validate_index_row(namespace: str, key: bytes) -> None:
+    """Raise :class:`InvalidRequest` unless ``(namespace, key)`` may be indexed."""
+    _validate_namespace(namespace)
     if not isinstance(key, bytes) or not 0 < len(key) <= MAX_INDEX_KEY:
         raise InvalidRequest(f"index keys are 1 to {MAX_INDEX_KEY} bytes")
 
@@ -131,7 +135,7 @@ def validate_index_rows(rows: Sequence[IndexRow]) -> None:
             validate_index_row(namespace, key)  # raises
         namespaces.add(namespace)
     for namespace in namespaces:
-        validate_index_row(namespace, b"-")
+        _validate_namespace(namespace)
 
 
 def validate_key(key: str) -> str:
