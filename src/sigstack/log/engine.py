@@ -126,14 +126,12 @@ looks each tile up once, not once per node.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sigstack.core.errors import (
@@ -187,6 +185,7 @@ from sigstack.core.tiles import (
     tile_path,
     tile_width,
 )
+from sigstack.log.receipt import Receipt, fail_all, finish_all, start_all, wait_async
 from sigstack.log.storage import (
     CHECKPOINT_EVENT,
     CHECKPOINT_KEY,
@@ -269,7 +268,7 @@ class Checkpoint:
     note: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Integrated:
     """Where an entry landed: its index, the checkpoint that covers it and the
     inclusion proof (leaf hash -> ``checkpoint.root_hash``, RFC 6962 order)."""
@@ -372,7 +371,7 @@ RoleCallback = Callable[[str], None]
 class _Pending:
     entry: Entry
     record: bytes
-    future: Future[Integrated]
+    future: Receipt[Integrated]
     arrival: float
     ticket: int | None = None  # shared mode: the entry's row in the shared queue
 
@@ -382,7 +381,7 @@ class _Waiter:
     """A submission of this process waiting in the shared queue."""
 
     leaf_hash: bytes
-    future: Future[Integrated]
+    future: Receipt[Integrated]
     deadline: float
 
 
@@ -532,6 +531,15 @@ def _append_items(
             buf.clear()
     if count % TILE_WIDTH:
         writes[path_of(count // TILE_WIDTH, count % TILE_WIDTH)] = bytes(buf)
+
+
+def _take(batch: list[_Pending]) -> list[_Pending]:
+    """Mark the batch's receipts running; the entries not cancelled meanwhile."""
+    started = start_all([p.future for p in batch])
+    if len(started) == len(batch):
+        return batch
+    kept = {id(r) for r in started}
+    return [p for p in batch if id(p.future) in kept]
 
 
 def _no_inner() -> list[bytearray]:
@@ -785,7 +793,7 @@ class TransparencyLog:
 
     # -- submitting ------------------------------------------------------------------------
 
-    def submit(self, entry: Entry) -> Future[Integrated]:
+    def submit(self, entry: Entry) -> Receipt[Integrated]:
         """Queue ``entry``; the future resolves once it is durably logged.
 
         Raises :class:`InvalidRequest` (bad entry), :class:`Overloaded` (more than
@@ -803,7 +811,7 @@ class TransparencyLog:
                 f"entry is {len(record)} bytes; the log stores entries of at most "
                 f"{MAX_ENTRY_SIZE} bytes"
             )
-        future: Future[Integrated] = Future()
+        future: Receipt[Integrated] = Receipt()
         pending = _Pending(entry, record, future, time.monotonic())
         if self._shared is not None:
             return self._submit_shared(pending)
@@ -822,7 +830,7 @@ class TransparencyLog:
 
     async def add(self, entry: Entry) -> Integrated:
         """``submit`` for asyncio callers: await the integrated entry."""
-        return await asyncio.wrap_future(self.submit(entry))
+        return await wait_async(self.submit(entry))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -1338,7 +1346,7 @@ class TransparencyLog:
                     self._inflight.difference_update(p.ticket for p in batch)
 
     def _process_live(self, batch: list[_Pending]) -> None:
-        live = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        live = _take(batch)
         if not live:
             return
         if self._needs_recovery and not self._recover():
@@ -1378,8 +1386,7 @@ class TransparencyLog:
             self._needs_recovery = True
             self._recover()
             return
-        for p, result in zip(live, results, strict=True):
-            p.future.set_result(result)
+        finish_all([p.future for p in live], results)
 
     def _fail(self, batch: list[_Pending], error: SigstackError) -> None:
         """Fail a batch's futures; queued entries of a shared log are released instead."""
@@ -1388,9 +1395,7 @@ class TransparencyLog:
             with self._cond:
                 self._inflight.difference_update(tickets)
             self._orphans = True  # no longer in hand: released after recovery
-        for p in batch:
-            if p.future.running() or p.future.set_running_or_notify_cancel():
-                p.future.set_exception(error)
+        fail_all((p.future for p in batch), error)
 
     def _integrate(self, batch: list[_Pending]) -> list[Integrated]:
         """Steps 2-6 of the commit protocol for one batch (see the module docstring).
@@ -1619,9 +1624,7 @@ class TransparencyLog:
             self._role = STOPPED
             self._cond.notify_all()
         failure = Unavailable(f"the log {self._origin} stopped: {error}")
-        for p in pending:
-            if p.future.set_running_or_notify_cancel():
-                p.future.set_exception(failure)
+        fail_all((p.future for p in pending), failure)
         if self._shared is not None:
             self._wakeup.set()
             self._shared.wake()
@@ -1631,9 +1634,7 @@ class TransparencyLog:
                 self._waiting.clear()
                 self._outbox.clear()
                 self._fe_cond.notify_all()
-            for future in waiting:
-                if future.running() or future.set_running_or_notify_cancel():
-                    future.set_exception(failure)
+            fail_all(waiting, failure)
             # Another process may be able to go on (or will stop on the same problem).
             self._storage.release_writer()
             if changed:
@@ -1786,9 +1787,8 @@ class TransparencyLog:
         self._storage.release_writer()
         if self._shared is not None:
             self._shared.wake()  # the pump ends its term now
-        for p in dropped:  # queued entries: the next term claims them again
-            if p.future.set_running_or_notify_cancel():
-                p.future.set_exception(Unavailable("the sequencer lost its lease"))
+        # Queued entries: the next term claims them again.
+        fail_all((p.future for p in dropped), Unavailable("the sequencer lost its lease"))
         self._next_takeover = time.monotonic() + self._cluster.lease_retry
         _log.error(
             "log %s: stopped sequencing (%s); serving as a follower, will try to take the "
@@ -1852,7 +1852,7 @@ class TransparencyLog:
             _Pending(
                 Entry(q.leaf, None if q.record == q.leaf else q.record, q.dedup),
                 q.record,
-                Future(),
+                Receipt(),
                 now,
                 q.ticket,
             )
@@ -1869,7 +1869,7 @@ class TransparencyLog:
 
     # -- shared mode: frontends --------------------------------------------------------------
 
-    def _submit_shared(self, pending: _Pending) -> Future[Integrated]:
+    def _submit_shared(self, pending: _Pending) -> Receipt[Integrated]:
         with self._fe_cond:
             self.check_accepting()
             queued = len(self._outbox) + len(self._waiting)
@@ -1894,7 +1894,7 @@ class TransparencyLog:
                 if not self._outbox:
                     return
                 group = [self._outbox.popleft() for _ in range(min(len(self._outbox), 1000))]
-            live = [p for p in group if p.future.set_running_or_notify_cancel()]
+            live = _take(group)
             if not live:
                 continue
             # Their positions will be assigned in trees at least this large (see results).
@@ -1906,8 +1906,7 @@ class TransparencyLog:
                     f"queueing the entry failed ({exc}); it may or may not be logged: retry "
                     "(identical entries are deduplicated)"
                 )
-                for p in live:
-                    p.future.set_exception(error)
+                fail_all((p.future for p in live), error)
                 continue
             deadline = time.monotonic() + self._cluster.wait_timeout
             with self._fe_cond:
@@ -2029,8 +2028,7 @@ class TransparencyLog:
             "(no sequencer, or a backlog); it may still be logged: retry (identical entries "
             "are deduplicated)"
         )
-        for future in futures:
-            future.set_exception(error)
+        fail_all(futures, error)
 
     def _close_shared(self, timeout: float | None) -> None:
         """``close()`` of a shared log: flush, drain, answer what committed, release."""
@@ -2059,9 +2057,7 @@ class TransparencyLog:
             f"the log {self._origin} closed here before the entry was integrated; it may "
             "still be logged by another process"
         )
-        for future in left:
-            if future.running() or future.set_running_or_notify_cancel():
-                future.set_exception(error)
+        fail_all(left, error)
         with self._cond:
             self._closed = True
             self._role = STOPPED

@@ -47,7 +47,6 @@ import os
 import random
 import tempfile
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from sigstack.core.errors import InvalidRequest, Overloaded, Unavailable, Verifi
 from sigstack.core.merkle import leaf_hash, verify_inclusion
 from sigstack.core.note import Ed25519NoteSigner
 from sigstack.log.engine import BatchPolicy, Entry, Integrated, TransparencyLog
+from sigstack.log.receipt import Receipt
 from sigstack.log.storage import LogStorage
 from sigstack.ops.bench.options import (
     ENGINE_BASELINE,
@@ -109,7 +109,7 @@ class _Entries:
 def _append(log: TransparencyLog, entries: _Entries, start: int, count: int, window: int) -> int:
     """Submit entries ``start .. start+count-1``, at most ``window`` in flight; return the
     number of distinct checkpoints (batches) that acknowledged them."""
-    pending: collections.deque[Future[Integrated]] = collections.deque()
+    pending: collections.deque[Receipt[Integrated]] = collections.deque()
     sizes: set[int] = set()
 
     def settle() -> None:
