@@ -3,9 +3,26 @@
 Layout: ``<root>/checkpoint`` and ``<root>/<key>`` for every object, so ``root``
 can be served as static files by any web server (``tile/0/x001/234``,
 ``tile/0/x001/234.p/17``, ``tile/entries/000``...). The engine also keeps each
-full tile's inner nodes under ``inner/`` (derived data, not a C2SP resource: a
+full tile's inner nodes (``inner/<L>/<N>``, derived data, not a C2SP resource: a
 static server need not serve it). Files are 0644 (the data is public),
 directories 0755, both subject to the umask.
+
+Tile packs: the inner nodes of full tile ``N`` at level ``L`` are stored, with a
+copy of the tile, as record ``N`` of ``<root>/.inner-<L>.pack``: 16,384 bytes at
+offset ``N * 16384`` (the tile's 8,192 bytes, the 8,128 bytes of inner nodes, then
+a trailer naming the level and index). A proof that misses the engine's tile cache
+then costs one ``pread`` instead of opening and reading two files (most of the
+price of a random proof on a large log). ``get_many([tile/<L>/<N>, inner/<L>/<N>])``
+answers both from the record. ``put_many`` writes an inner-nodes object as a
+record when the tile is in the same call (as the engine writes them) or already
+stored, else as the file ``inner/<L>/<N>``; ``get`` prefers a valid record, then the
+file (logs written before packs existed). A record is only ever read for a tile a
+checkpoint covers, and it is written and fsynced with that tile, before the
+checkpoint: a record torn by a crash belongs to a batch that never committed, and
+is rewritten whole when its tile fills again. A record whose trailer does not
+match (a hole, a torn or foreign record) is ignored. The packs are derived data:
+deleting them (while no writer runs) costs proofs speed, not correctness; the
+engine then hashes tiles instead, and fsck checks the records' copies of the tiles.
 
 Contract (see :mod:`sigstack.log.storage`), and how it is met:
 
@@ -46,19 +63,24 @@ Contract (see :mod:`sigstack.log.storage`), and how it is met:
 Errors are :class:`StorageError` naming the file; a directory where a file
 should be is a :class:`StateError`. Temporary files left by a crash
 (``.<name>.<random>.tmp``) are harmless (hidden, never read) and may be deleted
-at any time while no writer runs; the other dotfiles (locks, the high-water mark)
-must be kept.
+at any time while no writer runs; so may the tile packs (see above). The other
+dotfiles (locks, the high-water mark) must be kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from sigstack.core.errors import Conflict, StateError, StorageError
+from sigstack.core.tiles import FULL_TILE_BYTES, parse_index, tile_path
 from sigstack.fsutil import (
     fsync_dir,
     fsync_path,
@@ -83,24 +105,51 @@ _WRITER_LOCK = ".writer.lock"
 _CHECKPOINT_LOCK = ".checkpoint.lock"
 _HIGH_WATER = ".checkpoint-high-water"
 
+_INNER_KEY = re.compile(r"inner/(0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})")
+_INNER_BYTES = FULL_TILE_BYTES - 64
+"""An inner-nodes object: sublevels 1..7 of a full tile, 254 hashes (as the engine's)."""
+_RECORD = 16384
+_TRAILER = struct.Struct(">8sQQ")
+_MAGIC = b"sgstkpk1"
+_PAD = bytes(_RECORD - FULL_TILE_BYTES - _INNER_BYTES - _TRAILER.size)
+
+
+def _pack_name(level: int) -> str:
+    return f".inner-{level}.pack"
+
+
+def _record(level: int, index: int, tile: bytes, inner: bytes) -> bytes:
+    return b"".join((tile, inner, _TRAILER.pack(_MAGIC, level, index), _PAD))
+
+
+def _inner_location(key: str) -> tuple[int, int] | None:
+    """``(level, index)`` of an inner-nodes key, or None for any other key."""
+    m = _INNER_KEY.fullmatch(key)
+    if m is None:
+        return None
+    return int(m[1]), parse_index(m[2])
+
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _FLUSHERS = 8
 
 
-def _in_parallel(flush: Callable[[Path], None], paths: list[Path]) -> None:
-    """``flush`` every path, concurrently when there are several; the first error raises."""
+def _in_parallel(flush: Callable[[Path], None], paths: list[Path], fds: Sequence[int] = ()) -> None:
+    """``flush`` every path and fsync every descriptor, concurrently when there are
+    several; the first error raises."""
     global _POOL
-    if len(paths) <= 1:
-        for path in paths:
-            flush(path)
+    jobs: list[tuple[Callable[[Any], None], Any]] = [(flush, path) for path in paths]
+    jobs += [(os.fsync, fd) for fd in fds]
+    if len(jobs) <= 1:
+        for job, arg in jobs:
+            job(arg)
         return
     with _POOL_LOCK:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(_FLUSHERS, thread_name_prefix="sigstack-fsync")
         pool = _POOL
-    for future in [pool.submit(flush, path) for path in paths]:
+    for future in [pool.submit(job, arg) for job, arg in jobs]:
         future.result()
 
 
@@ -136,15 +185,105 @@ class FilesystemStorage(LogStorage):
         self._swap_lock = threading.Lock()
         self._writer_fd: int | None = None
         self._index: EntryIndex | None = None
+        self._packs: dict[int, int] = {}  # tile level -> descriptor of its pack
+        self._packs_writable = False
+        self._retired: list[int] = []  # read-only descriptors replaced by writable ones
+        self._pack_lock = threading.Lock()
 
     def describe(self, key: str) -> str:
+        where = _inner_location(key) if key.startswith("inner/") else None
+        if where is not None and self._read_record(*where) is not None:
+            return f"{self.root / _pack_name(where[0])} (record {where[1]}, {key})"
         return str(self.root / key)
 
     # -- reads ----------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
         # A plain string join: pathlib's parsing costs more than the read of a tile.
-        return self._read(os.path.join(self.root, validate_key(key)))
+        validate_key(key)
+        if key.startswith("inner/"):
+            where = _inner_location(key)
+            if where is not None:
+                record = self._read_record(*where)
+                if record is not None:
+                    return record[FULL_TILE_BYTES : FULL_TILE_BYTES + _INNER_BYTES]
+        return self._read(os.path.join(self.root, key))
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        # The engine's cold full tile: the tile and its inner nodes, from one record.
+        if len(keys) == 2 and keys[1].startswith("inner/"):
+            where = _inner_location(keys[1])
+            if where is not None and keys[0] == tile_path(*where):
+                record = self._read_record(*where)
+                if record is not None:
+                    return [
+                        record[:FULL_TILE_BYTES],
+                        record[FULL_TILE_BYTES : FULL_TILE_BYTES + _INNER_BYTES],
+                    ]
+        return [self.get(key) for key in keys]
+
+    def _read_record(self, level: int, index: int) -> bytes | None:
+        """Record ``index`` of the level's tile pack, if it is there and names itself."""
+        fd = self._pack(level, create=False)
+        if fd is None:
+            return None
+        try:
+            record = os.pread(fd, _RECORD, index * _RECORD)
+        except OSError as exc:
+            raise StorageError(
+                f"could not read {self.root / _pack_name(level)}: {exc.strerror or exc}"
+            ) from exc
+        end = FULL_TILE_BYTES + _INNER_BYTES
+        if len(record) != _RECORD or record[end : end + _TRAILER.size] != _TRAILER.pack(
+            _MAGIC, level, index
+        ):
+            return None
+        return record
+
+    def _pack(self, level: int, *, create: bool) -> int | None:
+        """The descriptor of the level's pack (opened for writing with ``create``);
+        None if it does not exist and ``create`` is false."""
+        fd = self._packs.get(level)
+        if fd is not None and (self._packs_writable or not create):
+            return fd
+        with self._pack_lock:
+            if create and not self._packs_writable:
+                # Read-only descriptors are reopened for writing; a reader may still be
+                # using one, so they are closed with the storage, not now.
+                self._retired += self._packs.values()
+                self._packs.clear()
+                self._packs_writable = True
+            fd = self._packs.get(level)
+            if fd is not None:
+                return fd
+            path = self.root / _pack_name(level)
+            try:
+                if create:
+                    existed = path.exists()
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+                    if not existed:
+                        fsync_dir(self.root)
+                else:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StorageError(f"could not open {path}: {exc.strerror or exc}") from exc
+            self._packs[level] = fd
+            return fd
+
+    def __del__(self) -> None:  # a storage dropped without close(): no descriptor leaks
+        for fd in [*getattr(self, "_packs", {}).values(), *getattr(self, "_retired", [])]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _close_packs(self) -> None:
+        """Close every pack descriptor (caller holds ``_pack_lock``)."""
+        for fd in [*self._packs.values(), *self._retired]:
+            os.close(fd)
+        self._packs.clear()
+        self._retired.clear()
+        self._packs_writable = False
 
     def read_checkpoint(self) -> bytes | None:
         return self._read(self.root / CHECKPOINT_KEY)
@@ -167,7 +306,20 @@ class FilesystemStorage(LogStorage):
     # -- writes ---------------------------------------------------------------------
 
     def put_many(self, items: Mapping[str, bytes]) -> None:
-        targets = [(self.root / validate_key(key), data) for key, data in items.items()]
+        targets = []
+        records: list[tuple[int, int, bytes]] = []  # (level, index, record) for the packs
+        for key, data in items.items():
+            validate_key(key)
+            if key.startswith("inner/") and len(data) == _INNER_BYTES:
+                where = _inner_location(key)
+                if where is not None:
+                    tile = items.get(tile_path(*where))
+                    if tile is None:
+                        tile = self._read(os.path.join(self.root, tile_path(*where)))
+                    if tile is not None and len(tile) == FULL_TILE_BYTES:
+                        records.append((*where, _record(*where, tile, data)))
+                        continue
+            targets.append((self.root / key, data))
         staged: list[tuple[Path, Path]] = []
         current = self.root
         try:
@@ -179,8 +331,18 @@ class FilesystemStorage(LogStorage):
             for path, data in targets:
                 current = path
                 staged.append((write_temp(path, data, _FILE_MODE, sync=False), path))
+            packs: dict[int, int] = {}
+            for level, index, record in records:
+                current = self.root / _pack_name(level)
+                if level not in packs:
+                    self._ensure_dir(self.root)
+                    fd = self._pack(level, create=True)
+                    assert fd is not None
+                    packs[level] = fd
+                if os.pwrite(packs[level], record, index * _RECORD) != len(record):
+                    raise OSError(f"short write of record {index}")
             current = self.root
-            _in_parallel(fsync_path, [tmp for tmp, _ in staged])
+            _in_parallel(fsync_path, [tmp for tmp, _ in staged], list(packs.values()))
             dirs: dict[Path, None] = {}
             while staged:
                 tmp, path = staged[0]
@@ -296,3 +458,5 @@ class FilesystemStorage(LogStorage):
             index, self._index = self._index, None
         if index is not None:
             index.close()
+        with self._pack_lock:
+            self._close_packs()

@@ -194,7 +194,7 @@ def fsck(
                     size,
                     problems,
                     report,
-                    inner=storage is not None,
+                    inner=storage,
                 )
                 del pending[level][:TILE_WIDTH]
             level += 1
@@ -206,7 +206,7 @@ def fsck(
     for level, hashes in enumerate(pending):
         if hashes:  # the partial tile at the right edge of this level
             index = (size >> (TILE_HEIGHT * level)) // TILE_WIDTH
-            _check_tile(read, level, index, hashes, size, problems, report, inner=False)
+            _check_tile(read, level, index, hashes, size, problems, report, inner=None)
     if rng.root() != body.root_hash:
         problems.add(
             CHECKPOINT_KEY,
@@ -295,7 +295,7 @@ def _check_tile(
     problems: _Problems,
     report: FsckReport,
     *,
-    inner: bool,
+    inner: LogStorage | None,
 ) -> None:
     ref = tile_for(level, index, size)
     stored = read(ref.path)
@@ -305,30 +305,43 @@ def _check_tile(
         problems.add(ref.path, "hash tile missing")
     elif stored != expected:
         problems.add(ref.path, "hash tile differs from the one re-derived from the entries")
-    if inner and ref.width == TILE_WIDTH:
-        _check_inner(read, level, index, hashes, problems, report)
+    if inner is not None and ref.width == TILE_WIDTH:
+        _check_inner(inner, ref.path, stored, level, index, expected, problems, report)
 
 
 def _check_inner(
-    read: Reader,
+    storage: LogStorage,
+    tile_key: str,
+    tile: bytes | None,
     level: int,
     index: int,
-    hashes: list[bytes],
+    expected: bytes,
     problems: _Problems,
     report: FsckReport,
 ) -> None:
-    """Compare a full tile's stored inner nodes (if any) with the re-derived ones."""
+    """Compare a full tile's stored inner nodes (if any) with the re-derived ones.
+
+    They are read as proofs read them, with the tile (``get_many``): a backend that
+    keeps a copy of the tile beside them (the filesystem's tile packs) answers with
+    that copy, which is checked too.
+    """
     path = inner_nodes_path(level, index)
-    stored = read(path)
+    copy, stored = storage.get_many([tile_key, path])
     if stored is None:
         return  # written before inner nodes were stored: proofs hash the tile instead
     report.inner_checked += 1
-    if stored != derive_inner_nodes(b"".join(hashes)):
+    if stored != derive_inner_nodes(expected):
         problems.add(
             path,
             "inner nodes differ from the ones re-derived from the entries: proofs "
-            "built from them are wrong (delete the object: the engine then derives "
-            "the nodes from the tile)",
+            f"built from them are wrong (delete {storage.describe(path)}: the engine "
+            "then derives the nodes from the tile)",
+        )
+    elif copy != expected and copy != tile:  # a wrong tile itself is reported already
+        problems.add(
+            path,
+            "the copy of the tile stored with the inner nodes differs from the tile "
+            f"re-derived from the entries: proofs use it (delete {storage.describe(path)})",
         )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from log_kit import CountingStorage
+from log_kit import CountingStorage, rewrite_packed_inner
 
 from sigstack.core.errors import InvalidRequest
 from sigstack.core.merkle import inclusion_proof, leaf_hash, node_hash
@@ -89,7 +89,9 @@ def _rewrite(storage: LogStorage, key: str, value: bytes | None) -> None:
     if isinstance(storage, MemoryStorage):
         storage.set_object(key, value)
     elif isinstance(storage, FilesystemStorage):
-        if value is None:
+        if key.startswith("inner/"):  # kept in a tile pack: damage the record
+            rewrite_packed_inner(storage, key, value)
+        elif value is None:
             (storage.root / key).unlink()
         else:
             (storage.root / key).write_bytes(value)

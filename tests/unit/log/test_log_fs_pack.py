@@ -1,0 +1,258 @@
+"""Tile packs of the filesystem backend: each full tile's inner nodes, with a copy of
+the tile, as one fixed-size record of ``.inner-<L>.pack`` (see sigstack.log.fs)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from sigstack.core.merkle import inclusion_proof, leaf_hash, node_hash
+from sigstack.core.note import Ed25519NoteSigner
+from sigstack.core.tiles import FULL_TILE_BYTES
+from sigstack.log import BatchPolicy, Entry, FilesystemStorage, TransparencyLog, fs
+from sigstack.log.engine import INNER_NODES_BYTES, derive_inner_nodes, inner_nodes_path
+from sigstack.log.fsck import fsck, storage_reader
+
+ORIGIN = "log.example/tile-packs"
+SIGNER = Ed25519NoteSigner(ORIGIN, ed25519.Ed25519PrivateKey.generate())
+VERIFIER = SIGNER.verifier()
+WAIT = 60  # seconds; a safety net against hangs, never a performance assertion
+COUNT = 3 * 256 + 10  # tiles 0..2 full, tile 3 partial
+
+
+def data(i: int) -> bytes:
+    return b"packed entry %d" % i
+
+
+def hashes(count: int = COUNT) -> list[bytes]:
+    return [leaf_hash(data(i)) for i in range(count)]
+
+
+def reference(count: int = COUNT):  # type: ignore[no-untyped-def]
+    leaves = hashes(count)
+
+    def node(level: int, index: int) -> bytes:
+        nodes = leaves[index << level : (index + 1) << level]
+        while len(nodes) > 1:
+            nodes = [node_hash(nodes[i], nodes[i + 1]) for i in range(0, len(nodes), 2)]
+        return nodes[0]
+
+    return node
+
+
+def open_log(root: Path, **kwargs: object) -> TransparencyLog:
+    log = TransparencyLog(FilesystemStorage(root), SIGNER, ORIGIN, VERIFIER, **kwargs)  # type: ignore[arg-type]
+    log.open()
+    return log
+
+
+def append(log: TransparencyLog, start: int, count: int) -> None:
+    for receipt in [log.submit(Entry(data(i))) for i in range(start, start + count)]:
+        receipt.result(WAIT)
+
+
+def grow(root: Path, count: int = COUNT) -> None:
+    TransparencyLog.create(FilesystemStorage(root), SIGNER, ORIGIN)
+    log = open_log(root, policy=BatchPolicy(max_size=100, max_age=0))
+    try:
+        append(log, 0, count)
+    finally:
+        log.close()
+
+
+def tile(index: int) -> bytes:
+    return b"".join(hashes()[index * 256 : (index + 1) * 256])
+
+
+def check(root: Path):  # type: ignore[no-untyped-def]
+    storage = FilesystemStorage(root)
+    try:
+        return fsck(storage_reader(storage), [VERIFIER], origin=ORIGIN, storage=storage)
+    finally:
+        storage.close()
+
+
+def test_full_tiles_are_packed_with_their_inner_nodes(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    grow(root)
+    pack = root / ".inner-0.pack"
+    assert pack.stat().st_size == 3 * fs._RECORD
+    assert not (root / "inner").exists()  # no inner-node files at all
+    storage = FilesystemStorage(root)
+    try:
+        for index in range(3):
+            key = inner_nodes_path(0, index)
+            assert storage.get(key) == derive_inner_nodes(tile(index))
+            assert storage.get_many([f"tile/0/{index:03d}", key]) == [
+                tile(index),
+                derive_inner_nodes(tile(index)),
+            ]
+            assert storage.get(f"tile/0/{index:03d}") == tile(index)  # the C2SP file stays
+            assert f"record {index}" in storage.describe(key)
+        assert storage.get(inner_nodes_path(0, 3)) is None  # partial tile: no record
+        assert storage.get(inner_nodes_path(0, 400)) is None  # beyond the pack
+        assert storage.get(inner_nodes_path(1, 0)) is None  # no level-1 pack yet
+    finally:
+        storage.close()
+    report = check(root)
+    assert report.ok, report.problems
+    assert report.inner_checked == 3
+
+
+def test_a_cold_full_tile_costs_one_record_read_and_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "log"
+    grow(root)
+    files = Counter[str]()
+    preads = Counter[int]()
+    read_file, pread = FilesystemStorage._read, os.pread
+
+    def counting_read(path: Path | str) -> bytes | None:
+        files[os.path.relpath(path, root)] += 1
+        return read_file(path)
+
+    def counting_pread(fd: int, size: int, offset: int) -> bytes:
+        preads[offset // fs._RECORD] += 1
+        return pread(fd, size, offset)
+
+    log = open_log(root)
+    try:
+        log.inclusion_proof(5, COUNT)  # caches tile 0, the upper levels, the right edge
+        monkeypatch.setattr(FilesystemStorage, "_read", staticmethod(counting_read))
+        monkeypatch.setattr(os, "pread", counting_pread)
+        proof = log.inclusion_proof(300, COUNT)
+    finally:
+        monkeypatch.undo()
+        log.close()
+    assert proof == inclusion_proof(300, COUNT, reference())
+    assert files == Counter()
+    assert preads == Counter({1: 1})
+
+
+@pytest.mark.parametrize("damage", ["hole", "another record", "torn"])
+def test_records_that_do_not_name_themselves_are_ignored(tmp_path: Path, damage: str) -> None:
+    """A record of zeros, one copied from another slot, or half of one: the tile is
+    hashed instead, proofs stay right, and fsck has nothing to complain of."""
+    root = tmp_path / "log"
+    grow(root)
+    pack = root / ".inner-0.pack"
+    with open(pack, "r+b") as f:
+        if damage == "hole":
+            f.seek(fs._RECORD)
+            f.write(bytes(fs._RECORD))
+        elif damage == "another record":
+            f.seek(2 * fs._RECORD)
+            other = f.read(fs._RECORD)
+            f.seek(fs._RECORD)
+            f.write(other)
+        else:
+            f.truncate(fs._RECORD + fs._RECORD // 2)
+    storage = FilesystemStorage(root)
+    try:
+        assert storage.get(inner_nodes_path(0, 1)) is None
+        assert storage.get_many(["tile/0/001", inner_nodes_path(0, 1)]) == [tile(1), None]
+    finally:
+        storage.close()
+    log = open_log(root, cache_tiles=0)
+    try:
+        for index in (256, 300, 511, 600):
+            assert log.inclusion_proof(index, COUNT) == inclusion_proof(index, COUNT, reference())
+    finally:
+        log.close()
+    report = check(root)
+    assert report.ok, report.problems
+    assert report.inner_checked == (2 if damage != "torn" else 1)
+
+
+def test_a_damaged_tile_copy_is_reported_by_fsck(tmp_path: Path) -> None:
+    """The copy of the tile in a record is what proofs use: fsck compares it with the
+    tile re-derived from the entries, and names the pack."""
+    root = tmp_path / "log"
+    grow(root)
+    with open(root / ".inner-0.pack", "r+b") as f:
+        f.seek(fs._RECORD + 32)
+        f.write(bytes(32))  # leaf 257's hash in the copy of tile 1
+    report = check(root)
+    assert not report.ok
+    assert [p for p in report.problems if "copy of the tile" in p and ".inner-0.pack" in p]
+    assert not [p for p in report.problems if "tile/0/001" in p and "differs" in p.split(":")[0]]
+
+
+def test_a_record_torn_by_a_crash_is_rewritten_when_its_tile_fills(tmp_path: Path) -> None:
+    """A batch that wrote half of tile 1's record and never committed: the record lies
+    beyond the checkpoint, so nothing reads it, and the batch that fills tile 1 again
+    (with other entries) rewrites it whole."""
+    root = tmp_path / "log"
+    grow(root, 300)  # tile 1 is partial (44 entries)
+    with open(root / ".inner-0.pack", "r+b") as f:
+        f.seek(fs._RECORD)
+        f.write(os.urandom(fs._RECORD // 2))
+    log = open_log(root)
+    try:
+        append(log, 300, COUNT - 300)
+        for index in (0, 256, 300, 511, COUNT - 1):
+            assert log.inclusion_proof(index, COUNT) == inclusion_proof(index, COUNT, reference())
+    finally:
+        log.close()
+    storage = FilesystemStorage(root)
+    try:
+        assert storage.get(inner_nodes_path(0, 1)) == derive_inner_nodes(tile(1))
+    finally:
+        storage.close()
+    report = check(root)
+    assert report.ok, report.problems
+    assert report.inner_checked == 3
+
+
+def test_inner_nodes_without_a_stored_tile_go_to_a_file(tmp_path: Path) -> None:
+    """put_many packs inner nodes when their tile is in the same call or already
+    stored; otherwise (and for objects of another size) it writes the plain file,
+    which get reads as it read every inner-node object before packs existed."""
+    root = tmp_path / "log"
+    storage = FilesystemStorage(root)
+    try:
+        lone = bytes(range(256)) * (INNER_NODES_BYTES // 256) + bytes(INNER_NODES_BYTES % 256)
+        storage.put_many({inner_nodes_path(0, 7): lone})
+        assert (root / "inner/0/007").read_bytes() == lone
+        assert storage.get(inner_nodes_path(0, 7)) == lone
+        assert not (root / ".inner-0.pack").exists()
+
+        full = os.urandom(FULL_TILE_BYTES)
+        storage.put_many({"tile/0/008": full})
+        storage.put_many({inner_nodes_path(0, 8): lone})  # tile already stored: packed
+        assert storage.get_many(["tile/0/008", inner_nodes_path(0, 8)]) == [full, lone]
+        assert not (root / "inner/0/008").exists()
+
+        odd = b"not inner nodes"
+        storage.put_many({"tile/0/009": full, inner_nodes_path(0, 9): odd})
+        assert storage.get(inner_nodes_path(0, 9)) == odd  # wrong size: a plain file
+    finally:
+        storage.close()
+
+
+def test_a_log_with_inner_node_files_still_proves_from_them(tmp_path: Path) -> None:
+    """A log written before packs: its inner-node files are read (one hash per cold
+    tile) and checked by fsck; tiles filled from now on are packed."""
+    root = tmp_path / "log"
+    grow(root)
+    (root / ".inner-0.pack").unlink()
+    for index in range(3):
+        path = root / inner_nodes_path(0, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(derive_inner_nodes(tile(index)))
+    log = open_log(root, cache_tiles=0)
+    try:
+        for index in (0, 300, 700):
+            assert log.inclusion_proof(index, COUNT) == inclusion_proof(index, COUNT, reference())
+        append(log, COUNT, 4 * 256 - COUNT)  # fills tile 3
+    finally:
+        log.close()
+    assert (root / ".inner-0.pack").stat().st_size == 4 * fs._RECORD  # record 3 only
+    report = check(root)
+    assert report.ok, report.problems
+    assert report.inner_checked == 4
