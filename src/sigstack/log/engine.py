@@ -155,7 +155,6 @@ from sigstack.core.merkle import (
     consistency_proof,
     leaf_hash,
     node_hash,
-    path_nodes,
     range_nodes,
     subtree_hash,
     verify_inclusion,
@@ -193,8 +192,10 @@ from sigstack.log.storage import (
     Assignment,
     IndexRow,
     LogStorage,
+    PackBuffer,
     QueuedEntry,
     SharedQueue,
+    TilePack,
 )
 
 __all__ = [
@@ -411,29 +412,37 @@ def _sublevel_offsets(width: int) -> tuple[int, ...]:
 
 
 _FULL_OFFSETS = _sublevel_offsets(TILE_WIDTH)
+_PACKED_OFFSETS = (*_FULL_OFFSETS[: TILE_HEIGHT + 1], _FULL_OFFSETS[TILE_HEIGHT])
+"""A ``TilePack`` record: sublevels 0..7 as in a full tile, no root (sublevel 8 empty)."""
+_NO_PACK = object()
 
 
 @dataclass(slots=True)
 class _Tile:
-    """One hash tile and every complete node under it, as one bytes object.
+    """One hash tile and every complete node under it, in one buffer.
 
-    ``nodes`` is sublevel 0 (the tile itself), then 1, ... 8 (the root, if the tile
-    is full), each left to right; ``offsets[s]`` is where sublevel ``s`` starts.
+    ``nodes[base:]`` is sublevel 0 (the tile itself), then 1, ... 8 (the root, if
+    the tile is full), each left to right; ``offsets[s]`` is where sublevel ``s``
+    starts, counted from ``base``. ``nodes`` is the tile's own bytes (``base`` 0) or
+    the buffer of a ``TilePack`` that holds many tiles.
     """
 
-    nodes: bytes
+    nodes: PackBuffer  # slices are bytes
     offsets: tuple[int, ...]
+    base: int = 0
 
     def node(self, sublevel: int, position: int) -> bytes | None:
         """The node ``position`` from the left at ``sublevel``; None if incomplete."""
         start = self.offsets[sublevel] + position * HASH_SIZE
         if start >= self.offsets[sublevel + 1]:
             return None
+        start += self.base
         return self.nodes[start : start + HASH_SIZE]
 
     def sublevel(self, sublevel: int) -> bytes:
         """Every complete node at ``sublevel``, concatenated."""
-        return self.nodes[self.offsets[sublevel] : self.offsets[sublevel + 1]]
+        base = self.base
+        return self.nodes[base + self.offsets[sublevel] : base + self.offsets[sublevel + 1]]
 
 
 _TileKey = tuple[int, int, int]  # (level, index, width): one tile as one tree size has it
@@ -611,6 +620,8 @@ class TransparencyLog:
         self._verifier = verifier
         self._policy = policy if policy is not None else BatchPolicy()
         self._cache = _TileCache(cache_tiles, cache_upper_tiles)
+        self._packs: dict[int, object] = {}  # tile level -> storage.tile_pack(level)
+        self._pack_ok: dict[int, bytearray] = {}  # tile level -> bit per record checked
         # (size, level, index) -> hash of an incomplete right subtree (_right_subtree).
         self._right_nodes: dict[tuple[int, int, int], bytes] = {}
         self._index_keys = index_keys
@@ -1006,6 +1017,10 @@ class TransparencyLog:
         tile = self._cache.get((tile_level, tile_index, width)) if width > 0 else None
         if tile is not None:
             return tile
+        if width == TILE_WIDTH:
+            tile = self._packed(tile_level, tile_index, size)
+            if tile is not None:
+                return tile
         try:
             ref = tile_for(tile_level, tile_index, size)
         except InvalidRequest as exc:
@@ -1029,24 +1044,37 @@ class TransparencyLog:
         fetching each tile once: the path's nodes at tile level ``t`` all lie in
         tile ``index >> 8 (t + 1)`` (they differ from the leaf's ancestors in their
         lowest bit only), so this costs one cache lookup per tile level and a slice
-        per node (the hot path of every proof request)."""
-        proof = []
-        held_level = -1
-        tile: _Tile | None = None
-        for level, position in path_nodes(0, index, size):
-            if (position + 1) << level > size:
+        per node (the hot path of every proof request).
+
+        The path is :func:`~sigstack.core.merkle.path_nodes`' (the sibling of each
+        ancestor below the level where ``index`` and the last leaf part, then the
+        left siblings above it), walked inline: a proof on a large log has two dozen
+        nodes, and a call per node was most of its price.
+        """
+        proof: list[bytes] = []
+        last = size - 1
+        split = (index ^ last).bit_length()
+        levels = [*range(split), *(lv for lv in range(split, last.bit_length()) if index >> lv & 1)]
+        held = -1
+        nodes: PackBuffer = b""
+        offsets: tuple[int, ...] = ()
+        base = 0
+        tile_index = 0
+        for level in levels:
+            position = (index >> level) ^ 1
+            if (position + 1) << level > size:  # the incomplete right subtree
                 proof.append(self._right_subtree(level, position, size, current))
                 continue
-            tile_level, sublevel = divmod(level, TILE_HEIGHT)
-            if tile_level != held_level:
+            tile_level, sublevel = level >> 3, level & 7
+            if tile_level != held:
                 tile_index = index >> (TILE_HEIGHT * (tile_level + 1))
                 tile = self._tile_at(tile_level, tile_index, current, (level, position))
-                held_level = tile_level
-            assert tile is not None
-            found = tile.node(sublevel, position & ((TILE_WIDTH >> sublevel) - 1))
-            if found is None:
+                nodes, offsets, base, held = tile.nodes, tile.offsets, tile.base, tile_level
+            start = offsets[sublevel] + (position & ((TILE_WIDTH >> sublevel) - 1)) * HASH_SIZE
+            if start >= offsets[sublevel + 1]:
                 raise self._too_narrow(tile_level, tile_index, current, (level, position))
-            proof.append(found)
+            start += base
+            proof.append(nodes[start : start + HASH_SIZE])
         return proof
 
     def _right_subtree(self, level: int, index: int, size: int, current: int) -> bytes:
@@ -1063,6 +1091,43 @@ class TransparencyLog:
                 self._right_nodes.clear()
             self._right_nodes[key] = found
         return found
+
+    def _packed(self, level: int, index: int, size: int) -> _Tile | None:
+        """Full tile ``(level, index)`` read in place from the storage's tile pack, or
+        None (no pack, no valid record, or a record whose root the parent tile does
+        not record: the caller then reads the objects, which says what is wrong).
+
+        Nothing is copied: the tile's nodes are sliced from the pack's buffer when a
+        proof asks for them. A record's root is checked against the parent tile the
+        first time the record is used (one hash), then remembered as checked.
+        """
+        pack = self._packs.get(level, _NO_PACK)
+        if pack is _NO_PACK:
+            pack = self._packs[level] = self._storage.tile_pack(level)
+        if pack is None:
+            return None
+        assert isinstance(pack, TilePack)
+        found = pack.record(index)
+        if found is None:
+            return None
+        buffer, base = found
+        tile = _Tile(buffer, _PACKED_OFFSETS, base)
+        checked = self._pack_ok.get(level)
+        if checked is None:
+            checked = self._pack_ok.setdefault(level, bytearray())
+        byte, bit = index >> 3, 1 << (index & 7)
+        if byte >= len(checked):
+            checked.extend(bytes(byte + 1 - len(checked) + 4096))
+        if not checked[byte] & bit:
+            top = base + _PACKED_OFFSETS[TILE_HEIGHT - 1]
+            root = node_hash(
+                buffer[top : top + HASH_SIZE], buffer[top + HASH_SIZE : top + 2 * HASH_SIZE]
+            )
+            if root != self._node_reader(size)(TILE_HEIGHT * (level + 1), index):
+                return None
+            checked[byte] |= bit
+        self._cache.put((level, index, TILE_WIDTH), tile)
+        return tile
 
     def _tile(self, ref: TileRef, size: int) -> _Tile:
         key = (ref.level, ref.index, ref.width)
@@ -1542,6 +1607,7 @@ class TransparencyLog:
         """Under the lease, re-derive state from the durable checkpoint for sequencing
         on: consistent with what was published, made durable, the index synced."""
         self._cache.clear()
+        self._pack_ok.clear()  # records of the failed batch's tiles may be rewritten
         self._check_lease()
         edge, current = self._load_state()
         published = self._current

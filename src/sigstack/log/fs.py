@@ -10,10 +10,11 @@ directories 0755, both subject to the umask.
 Tile packs: the inner nodes of full tile ``N`` at level ``L`` are stored, with a
 copy of the tile, as record ``N`` of ``<root>/.inner-<L>.pack``: 16,384 bytes at
 offset ``N * 16384`` (the tile's 8,192 bytes, the 8,128 bytes of inner nodes, then
-a trailer naming the level and index). A proof that misses the engine's tile cache
-then costs one ``pread`` instead of opening and reading two files (most of the
-price of a random proof on a large log). ``get_many([tile/<L>/<N>, inner/<L>/<N>])``
-answers both from the record. ``put_many`` writes an inner-nodes object as a
+a trailer naming the level and index). The engine reads proof nodes straight from
+a read-only mapping of the pack (``tile_pack``: see :class:`_MappedPack`) instead
+of opening and reading two files per tile its cache misses, which was most of the
+price of a random proof on a large log; ``get_many([tile/<L>/<N>, inner/<L>/<N>])``
+answers both from one ``pread`` of the record. ``put_many`` writes an inner-nodes object as a
 record when the tile is in the same call (as the engine writes them) or already
 stored, else as the file ``inner/<L>/<N>``; ``get`` prefers a valid record, then the
 file (logs written before packs existed). A record is only ever read for a tile a
@@ -70,6 +71,7 @@ dotfiles (locks, the high-water mark) must be kept.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import re
 import struct
@@ -95,6 +97,8 @@ from sigstack.log.storage import (
     CHECKPOINT_KEY,
     IndexRow,
     LogStorage,
+    PackBuffer,
+    TilePack,
     validate_index_rows,
     validate_key,
 )
@@ -175,6 +179,56 @@ def _write_checkpoint(path: Path, mark: Path, data: bytes) -> None:
             unlink_quietly(tmp)
 
 
+class _MappedPack(TilePack):
+    """A tile pack read through a read-only shared mapping of the whole file.
+
+    Writes go through ``pwrite`` on the same file, so the mapping sees records
+    rewritten in place; a record beyond the mapped length (the pack grew) maps the
+    file again. The pack is only ever extended, never truncated, by sigstack: a
+    file truncated by hand while mapped would make the next read of a lost page
+    fail with SIGBUS (the process dies; no wrong data is served).
+    """
+
+    def __init__(self, storage: FilesystemStorage, level: int) -> None:
+        self._storage = storage
+        self._level = level
+        self._map: mmap.mmap | None = None
+        self._lock = threading.Lock()
+
+    def record(self, index: int) -> tuple[PackBuffer, int] | None:
+        start = index * _RECORD
+        mapped = self._map
+        if mapped is None or start + _RECORD > len(mapped):
+            mapped = self._remap(start + _RECORD)
+            if mapped is None:
+                return None
+        end = start + FULL_TILE_BYTES + _INNER_BYTES
+        if mapped[end : end + _TRAILER.size] != _TRAILER.pack(_MAGIC, self._level, index):
+            return None
+        return mapped, start
+
+    def _remap(self, needed: int) -> mmap.mmap | None:
+        with self._lock:
+            mapped = self._map
+            if mapped is not None and needed <= len(mapped):
+                return mapped
+            fd = self._storage._pack(self._level, create=False)
+            if fd is None:
+                return None
+            try:
+                size = os.fstat(fd).st_size
+                if size < needed:
+                    return None
+                # The old mapping stays valid for whoever still holds it; it is
+                # unmapped when the last reference goes.
+                mapped = self._map = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as exc:
+                raise StorageError(
+                    f"could not map {self._storage.root / _pack_name(self._level)}: {exc}"
+                ) from exc
+            return mapped
+
+
 class FilesystemStorage(LogStorage):
     """A log stored in a directory tree; see the module docstring for guarantees."""
 
@@ -188,6 +242,7 @@ class FilesystemStorage(LogStorage):
         self._packs: dict[int, int] = {}  # tile level -> descriptor of its pack
         self._packs_writable = False
         self._retired: list[int] = []  # read-only descriptors replaced by writable ones
+        self._views: dict[int, _MappedPack] = {}
         self._pack_lock = threading.Lock()
 
     def describe(self, key: str) -> str:
@@ -221,6 +276,13 @@ class FilesystemStorage(LogStorage):
                         record[FULL_TILE_BYTES : FULL_TILE_BYTES + _INNER_BYTES],
                     ]
         return [self.get(key) for key in keys]
+
+    def tile_pack(self, level: int) -> TilePack | None:
+        with self._pack_lock:
+            view = self._views.get(level)
+            if view is None:
+                view = self._views[level] = _MappedPack(self, level)
+            return view
 
     def _read_record(self, level: int, index: int) -> bytes | None:
         """Record ``index`` of the level's tile pack, if it is there and names itself."""
@@ -281,6 +343,7 @@ class FilesystemStorage(LogStorage):
         """Close every pack descriptor (caller holds ``_pack_lock``)."""
         for fd in [*self._packs.values(), *self._retired]:
             os.close(fd)
+        self._views.clear()  # their mappings go with the last reference
         self._packs.clear()
         self._retired.clear()
         self._packs_writable = False

@@ -90,6 +90,7 @@ Keys are relative C2SP paths: lowercase ``[a-z0-9._-]`` segments separated by
 
 from __future__ import annotations
 
+import mmap
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -105,6 +106,9 @@ MAX_INDEX_KEY = 256
 
 IndexRow = tuple[str, bytes, int]
 """``(namespace, key, log position)``."""
+
+PackBuffer = bytes | mmap.mmap
+"""What a :class:`TilePack` record lives in: slicing it gives ``bytes``."""
 
 _SEGMENT = re.compile(r"[a-z0-9_-][a-z0-9._-]*")
 _KEY = re.compile(r"[a-z0-9_-][a-z0-9._-]*(?:/[a-z0-9_-][a-z0-9._-]*)*")
@@ -157,6 +161,22 @@ def validate_key(key: str) -> str:
     return key
 
 
+class TilePack(ABC):
+    """Full tiles of one level, each with its inner nodes, in one byte buffer.
+
+    Record ``index`` is the tile's 256 hashes followed by the 254 hashes of its
+    sublevels 1..7 (what ``inner/<L>/<N>`` holds), 16,320 bytes in all, at
+    ``buffer[offset:]``. The engine reads proof nodes straight from the buffer. The
+    same trust rules apply as to ``get_many``: the engine checks a record's root
+    against the parent tile before it uses the record.
+    """
+
+    @abstractmethod
+    def record(self, index: int) -> tuple[PackBuffer, int] | None:
+        """``(buffer, offset)`` of tile ``index``'s record, or None if the pack holds
+        no valid record for it (the engine then reads the objects)."""
+
+
 class LogStorage(ABC):
     """Where a transparency log keeps its tiles, bundles and checkpoint.
 
@@ -172,6 +192,12 @@ class LogStorage(ABC):
         """``[get(key) for key in keys]``. Backends where every read is a round trip
         fetch them together; no atomicity across the keys is promised."""
         return [self.get(key) for key in keys]
+
+    def tile_pack(self, level: int) -> TilePack | None:
+        """Direct access to the full tiles of ``level`` with their inner nodes, for a
+        backend that keeps them packed in local memory-mappable files (the
+        filesystem); None (the default) where reads go through ``get_many``."""
+        return None
 
     @abstractmethod
     def put_many(self, items: Mapping[str, bytes]) -> None:

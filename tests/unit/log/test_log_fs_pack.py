@@ -14,6 +14,7 @@ from sigstack.core.merkle import inclusion_proof, leaf_hash, node_hash
 from sigstack.core.note import Ed25519NoteSigner
 from sigstack.core.tiles import FULL_TILE_BYTES
 from sigstack.log import BatchPolicy, Entry, FilesystemStorage, TransparencyLog, fs
+from sigstack.log import engine as engine_module
 from sigstack.log.engine import INNER_NODES_BYTES, derive_inner_nodes, inner_nodes_path
 from sigstack.log.fsck import fsck, storage_reader
 
@@ -103,9 +104,11 @@ def test_full_tiles_are_packed_with_their_inner_nodes(tmp_path: Path) -> None:
     assert report.inner_checked == 3
 
 
-def test_a_cold_full_tile_costs_one_record_read_and_no_file(
+def test_a_cold_full_tile_is_read_in_place_from_the_mapped_pack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A proof that misses the tile cache opens no file and makes no read call: its
+    nodes are sliced from the mapping of the pack."""
     root = tmp_path / "log"
     grow(root)
     files = Counter[str]()
@@ -131,7 +134,68 @@ def test_a_cold_full_tile_costs_one_record_read_and_no_file(
         log.close()
     assert proof == inclusion_proof(300, COUNT, reference())
     assert files == Counter()
-    assert preads == Counter({1: 1})
+    assert preads == Counter()
+
+
+def test_a_record_is_checked_against_its_parent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first use of a record hashes its root and compares it with the parent
+    tile; later uses (the tile cache off, so every proof reloads it) do not."""
+    size = 3 * 256  # no incomplete subtree: proofs themselves hash nothing
+    root = tmp_path / "log"
+    grow(root, size)
+    calls = Counter[str]()
+    real = node_hash
+
+    def counting(left: bytes, right: bytes) -> bytes:
+        calls["node_hash"] += 1
+        return real(left, right)
+
+    log = open_log(root, cache_tiles=0)
+    try:
+        log.inclusion_proof(5, size)  # checks record 0, caches the level-1 tile
+        monkeypatch.setattr(engine_module, "node_hash", counting)
+        ref = reference(size)
+        assert log.inclusion_proof(300, size) == inclusion_proof(300, size, ref)
+        assert calls["node_hash"] == 1  # record 1's root
+        for index in (301, 5, 511, 300):
+            assert log.inclusion_proof(index, size) == inclusion_proof(index, size, ref)
+        assert calls["node_hash"] == 1
+    finally:
+        log.close()
+
+
+def test_records_added_after_the_pack_was_mapped_are_found(tmp_path: Path) -> None:
+    """The pack grows under its mapping: a record beyond it maps the file again."""
+    root = tmp_path / "log"
+    grow(root)
+    log = open_log(root, cache_tiles=0)
+    try:
+        log.inclusion_proof(5, COUNT)  # maps the pack (three records)
+        append(log, COUNT, 5 * 256 - COUNT)  # tiles 3 and 4 fill
+        size = 5 * 256
+        ref = reference(size)
+        for index in (5, 800, 1100, 1279):
+            assert log.inclusion_proof(index, size) == inclusion_proof(index, size, ref)
+    finally:
+        log.close()
+    storage = FilesystemStorage(root)
+    try:
+        pack = storage.tile_pack(0)
+        assert pack is not None
+        for index in range(5):
+            found = pack.record(index)
+            assert found is not None
+            buffer, base = found
+            assert buffer[base : base + FULL_TILE_BYTES] == tile_of(hashes(size), index)
+        assert pack.record(5) is None
+    finally:
+        storage.close()
+
+
+def tile_of(leaves: list[bytes], index: int) -> bytes:
+    return b"".join(leaves[index * 256 : (index + 1) * 256])
 
 
 @pytest.mark.parametrize("damage", ["hole", "another record", "torn"])
