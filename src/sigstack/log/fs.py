@@ -37,6 +37,9 @@ Contract (see :mod:`sigstack.log.storage`), and how it is met:
   a time and their parent fsynced. When ``put_many`` or ``swap_checkpoint``
   returns, the data and the names survive power loss (on filesystems that
   honour ``fsync``; do not mount with ``nobarrier`` or similar).
+* Page cache: a full entry bundle's pages are released once it is fsynced
+  (``POSIX_FADV_DONTNEED``): bundles are most of a log's bytes and are read rarely,
+  while proofs and writes read the tile packs and the entry index all the time.
 * Compare-and-swap: ``swap_checkpoint`` holds an in-process lock and an
   exclusive ``flock`` on ``<root>/.checkpoint.lock`` while it compares and
   replaces, so it is atomic across processes sharing the directory.
@@ -116,6 +119,24 @@ _RECORD = 16384
 _TRAILER = struct.Struct(">8sQQ")
 _MAGIC = b"sgstkpk1"
 _PAD = bytes(_RECORD - FULL_TILE_BYTES - _INNER_BYTES - _TRAILER.size)
+
+
+def _fsync_uncached(path: Path) -> None:
+    """fsync ``path``, then tell the kernel its pages need not stay cached.
+
+    Full entry bundles are written once and read rarely (an entry lookup, a
+    monitor's single pass): left in the page cache they push out what every proof
+    and write reads (tile packs, the entry index) on a machine whose cache holds
+    less than the log. Once fsynced the pages are clean, so dropping them costs a
+    disk read only if the bundle is read again.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+        with contextlib.suppress(OSError, AttributeError):  # advisory; not on every OS
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def _pack_name(level: int) -> str:
@@ -383,6 +404,10 @@ class FilesystemStorage(LogStorage):
                         records.append((*where, _record(*where, tile, data)))
                         continue
             targets.append((self.root / key, data))
+        # Full entry bundles (not partial ones: those are rewritten by the next batch).
+        bundles = {
+            self.root / key for key in items if key.startswith("tile/entries/") and ".p/" not in key
+        }
         staged: list[tuple[Path, Path]] = []
         current = self.root
         try:
@@ -391,9 +416,12 @@ class FilesystemStorage(LogStorage):
                 self._ensure_dir(path.parent)
             # Every file is written before any is flushed, and the flushes run side
             # by side: the file system commits its journal once for many of them.
+            cold: set[Path] = set()
             for path, data in targets:
                 current = path
                 staged.append((write_temp(path, data, _FILE_MODE, sync=False), path))
+                if path in bundles:
+                    cold.add(staged[-1][0])
             packs: dict[int, int] = {}
             for level, index, record in records:
                 current = self.root / _pack_name(level)
@@ -405,7 +433,10 @@ class FilesystemStorage(LogStorage):
                 if os.pwrite(packs[level], record, index * _RECORD) != len(record):
                     raise OSError(f"short write of record {index}")
             current = self.root
-            _in_parallel(fsync_path, [tmp for tmp, _ in staged], list(packs.values()))
+            _in_parallel(
+                fsync_path, [tmp for tmp, _ in staged if tmp not in cold], list(packs.values())
+            )
+            _in_parallel(_fsync_uncached, [tmp for tmp, _ in staged if tmp in cold])
             dirs: dict[Path, None] = {}
             while staged:
                 tmp, path = staged[0]

@@ -320,3 +320,35 @@ def test_a_log_with_inner_node_files_still_proves_from_them(tmp_path: Path) -> N
     report = check(root)
     assert report.ok, report.problems
     assert report.inner_checked == 4
+
+
+def test_full_entry_bundles_are_not_kept_in_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its fsync, a full entry bundle's pages are released (POSIX_FADV_DONTNEED)
+    so that they do not push tile packs and the entry index out of the cache; partial
+    bundles, tiles and everything else keep theirs."""
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise on this platform")
+    released: list[str] = []
+    real = os.posix_fadvise
+
+    def recording(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED:
+            released.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    root = tmp_path / "log"
+    grow(root, 2 * 256 + 3)
+    assert released, "no bundle was released"
+    names = {os.path.basename(path) for path in released}
+    # Written as temporary files beside their targets: ".<name>.<random>.tmp".
+    assert {name.split(".")[1] for name in names} == {"000", "001"}
+    assert all(os.path.dirname(path) == str(root / "tile/entries") for path in released)
+    storage = FilesystemStorage(root)
+    try:
+        records = storage.get("tile/entries/001")
+        assert records is not None and len(records) > 256 * 2  # still stored, just not cached
+    finally:
+        storage.close()
