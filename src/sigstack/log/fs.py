@@ -434,9 +434,10 @@ class FilesystemStorage(LogStorage):
                     raise OSError(f"short write of record {index}")
             current = self.root
             _in_parallel(
-                fsync_path, [tmp for tmp, _ in staged if tmp not in cold], list(packs.values())
+                lambda tmp: _fsync_uncached(tmp) if tmp in cold else fsync_path(tmp),
+                [tmp for tmp, _ in staged],
+                list(packs.values()),
             )
-            _in_parallel(_fsync_uncached, [tmp for tmp, _ in staged if tmp in cold])
             dirs: dict[Path, None] = {}
             while staged:
                 tmp, path = staged[0]
