@@ -414,7 +414,6 @@ def _sublevel_offsets(width: int) -> tuple[int, ...]:
 _FULL_OFFSETS = _sublevel_offsets(TILE_WIDTH)
 _PACKED_OFFSETS = (*_FULL_OFFSETS[: TILE_HEIGHT + 1], _FULL_OFFSETS[TILE_HEIGHT])
 """A ``TilePack`` record: sublevels 0..7 as in a full tile, no root (sublevel 8 empty)."""
-_NO_PACK = object()
 
 
 @dataclass(slots=True)
@@ -511,9 +510,16 @@ def derive_inner_nodes(tile: bytes) -> bytes:
     return expanded.nodes[expanded.offsets[1] : expanded.offsets[TILE_HEIGHT]]
 
 
+def _pair_hash(buffer: PackBuffer, start: int) -> bytes:
+    """The parent of the two hashes at ``buffer[start:]`` (a tile's root, from sublevel 7)."""
+    return node_hash(
+        buffer[start : start + HASH_SIZE], buffer[start + HASH_SIZE : start + 2 * HASH_SIZE]
+    )
+
+
 def _from_inner(raw: bytes, inner: bytes) -> _Tile:
     """A full tile with its stored inner nodes (sublevels 1..7): one hash, for the root."""
-    root = node_hash(inner[-2 * HASH_SIZE : -HASH_SIZE], inner[-HASH_SIZE:])
+    root = _pair_hash(inner, len(inner) - 2 * HASH_SIZE)
     return _Tile(b"".join((raw, inner, root)), _FULL_OFFSETS)
 
 
@@ -620,7 +626,7 @@ class TransparencyLog:
         self._verifier = verifier
         self._policy = policy if policy is not None else BatchPolicy()
         self._cache = _TileCache(cache_tiles, cache_upper_tiles)
-        self._packs: dict[int, object] = {}  # tile level -> storage.tile_pack(level)
+        self._packs: dict[int, TilePack | None] = {}  # tile level -> storage.tile_pack(level)
         self._pack_ok: dict[int, bytearray] = {}  # tile level -> bit per record checked
         # (size, level, index) -> hash of an incomplete right subtree (_right_subtree).
         self._right_nodes: dict[tuple[int, int, int], bytes] = {}
@@ -1101,29 +1107,23 @@ class TransparencyLog:
         proof asks for them. A record's root is checked against the parent tile the
         first time the record is used (one hash), then remembered as checked.
         """
-        pack = self._packs.get(level, _NO_PACK)
-        if pack is _NO_PACK:
-            pack = self._packs[level] = self._storage.tile_pack(level)
+        if level not in self._packs:
+            self._packs[level] = self._storage.tile_pack(level)
+        pack = self._packs[level]
         if pack is None:
             return None
-        assert isinstance(pack, TilePack)
         found = pack.record(index)
         if found is None:
             return None
         buffer, base = found
         tile = _Tile(buffer, _PACKED_OFFSETS, base)
-        checked = self._pack_ok.get(level)
-        if checked is None:
-            checked = self._pack_ok.setdefault(level, bytearray())
+        checked = self._pack_ok.setdefault(level, bytearray())
         byte, bit = index >> 3, 1 << (index & 7)
         if byte >= len(checked):
             checked.extend(bytes(byte + 1 - len(checked) + 4096))
         if not checked[byte] & bit:
-            top = base + _PACKED_OFFSETS[TILE_HEIGHT - 1]
-            root = node_hash(
-                buffer[top : top + HASH_SIZE], buffer[top + HASH_SIZE : top + 2 * HASH_SIZE]
-            )
-            if root != self._node_reader(size)(TILE_HEIGHT * (level + 1), index):
+            root = _pair_hash(buffer, base + _PACKED_OFFSETS[TILE_HEIGHT - 1])
+            if not self._parent_records(level, index, size, root):
                 return None
             checked[byte] |= bit
         self._cache.put((level, index, TILE_WIDTH), tile)
@@ -1164,6 +1164,12 @@ class TransparencyLog:
             )
         return raw
 
+    def _parent_records(self, level: int, index: int, size: int, root: bytes | None) -> bool:
+        """Whether ``root`` is the hash the tree of ``size`` records for full tile
+        ``(level, index)`` (in its parent tile): the check before stored inner nodes
+        are trusted."""
+        return root == self._node_reader(size)(TILE_HEIGHT * (level + 1), index)
+
     def _with_inner(
         self, ref: TileRef, raw: bytes, path: str, inner: bytes, size: int
     ) -> _Tile | None:
@@ -1177,8 +1183,7 @@ class TransparencyLog:
         """
         if len(inner) == INNER_NODES_BYTES:
             tile = _from_inner(raw, inner)
-            parent = self._node_reader(size)(TILE_HEIGHT * (ref.level + 1), ref.index)
-            if tile.node(TILE_HEIGHT, 0) == parent:
+            if self._parent_records(ref.level, ref.index, size, tile.node(TILE_HEIGHT, 0)):
                 return tile
             problem = "their root is not the hash its parent tile records"
         else:

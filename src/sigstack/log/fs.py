@@ -147,6 +147,12 @@ def _record(level: int, index: int, tile: bytes, inner: bytes) -> bytes:
     return b"".join((tile, inner, _TRAILER.pack(_MAGIC, level, index), _PAD))
 
 
+def _names_itself(buffer: PackBuffer, start: int, level: int, index: int) -> bool:
+    """Whether the record at ``buffer[start:]`` carries the trailer of ``(level, index)``."""
+    end = start + FULL_TILE_BYTES + _INNER_BYTES
+    return buffer[end : end + _TRAILER.size] == _TRAILER.pack(_MAGIC, level, index)
+
+
 def _inner_location(key: str) -> tuple[int, int] | None:
     """``(level, index)`` of an inner-nodes key, or None for any other key."""
     m = _INNER_KEY.fullmatch(key)
@@ -223,8 +229,7 @@ class _MappedPack(TilePack):
             mapped = self._remap(start + _RECORD)
             if mapped is None:
                 return None
-        end = start + FULL_TILE_BYTES + _INNER_BYTES
-        if mapped[end : end + _TRAILER.size] != _TRAILER.pack(_MAGIC, self._level, index):
+        if not _names_itself(mapped, start, self._level, index):
             return None
         return mapped, start
 
@@ -316,10 +321,7 @@ class FilesystemStorage(LogStorage):
             raise StorageError(
                 f"could not read {self.root / _pack_name(level)}: {exc.strerror or exc}"
             ) from exc
-        end = FULL_TILE_BYTES + _INNER_BYTES
-        if len(record) != _RECORD or record[end : end + _TRAILER.size] != _TRAILER.pack(
-            _MAGIC, level, index
-        ):
+        if len(record) != _RECORD or not _names_itself(record, 0, level, index):
             return None
         return record
 
@@ -390,37 +392,36 @@ class FilesystemStorage(LogStorage):
     # -- writes ---------------------------------------------------------------------
 
     def put_many(self, items: Mapping[str, bytes]) -> None:
-        targets = []
+        targets = []  # (path, data, released from the page cache once fsynced)
         records: list[tuple[int, int, bytes]] = []  # (level, index, record) for the packs
         for key, data in items.items():
             validate_key(key)
             if key.startswith("inner/") and len(data) == _INNER_BYTES:
                 where = _inner_location(key)
                 if where is not None:
-                    tile = items.get(tile_path(*where))
+                    tile_key = tile_path(*where)
+                    tile = items.get(tile_key)
                     if tile is None:
-                        tile = self._read(os.path.join(self.root, tile_path(*where)))
+                        tile = self._read(os.path.join(self.root, tile_key))
                     if tile is not None and len(tile) == FULL_TILE_BYTES:
                         records.append((*where, _record(*where, tile, data)))
                         continue
-            targets.append((self.root / key, data))
-        # Full entry bundles (not partial ones: those are rewritten by the next batch).
-        bundles = {
-            self.root / key for key in items if key.startswith("tile/entries/") and ".p/" not in key
-        }
+            # Full entry bundles (not partial ones: the next batch rewrites those).
+            bundle = key.startswith("tile/entries/") and ".p/" not in key
+            targets.append((self.root / key, data, bundle))
         staged: list[tuple[Path, Path]] = []
         current = self.root
         try:
-            for path, _data in targets:
+            for path, _data, _bundle in targets:
                 current = path
                 self._ensure_dir(path.parent)
             # Every file is written before any is flushed, and the flushes run side
             # by side: the file system commits its journal once for many of them.
-            cold: set[Path] = set()
-            for path, data in targets:
+            cold: set[Path] = set()  # temporary files of full bundles
+            for path, data, bundle in targets:
                 current = path
                 staged.append((write_temp(path, data, _FILE_MODE, sync=False), path))
-                if path in bundles:
+                if bundle:
                     cold.add(staged[-1][0])
             packs: dict[int, int] = {}
             for level, index, record in records:
