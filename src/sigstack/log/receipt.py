@@ -106,10 +106,6 @@ class Receipt(Generic[T]):
 
     # -- what the log uses (one receipt; batches use the functions below) ---------------------
 
-    def set_running_or_notify_cancel(self) -> bool:
-        """Take the entry (False if it was cancelled), as ``Future``'s method of this name."""
-        return bool(start_all([self]))
-
     def set_result(self, value: T) -> None:
         finish_all([self], [value])
 

@@ -77,6 +77,13 @@ def check(root: Path):  # type: ignore[no-untyped-def]
         storage.close()
 
 
+def assert_clean(root: Path, *, inner_checked: int) -> None:
+    """fsck finds nothing wrong and checked this many full tiles' inner nodes."""
+    report = check(root)
+    assert report.ok, report.problems
+    assert report.inner_checked == inner_checked
+
+
 def test_full_tiles_are_packed_with_their_inner_nodes(tmp_path: Path) -> None:
     root = tmp_path / "log"
     grow(root)
@@ -99,9 +106,7 @@ def test_full_tiles_are_packed_with_their_inner_nodes(tmp_path: Path) -> None:
         assert storage.get(inner_nodes_path(1, 0)) is None  # no level-1 pack yet
     finally:
         storage.close()
-    report = check(root)
-    assert report.ok, report.problems
-    assert report.inner_checked == 3
+    assert_clean(root, inner_checked=3)
 
 
 def test_a_cold_full_tile_is_read_in_place_from_the_mapped_pack(
@@ -228,9 +233,7 @@ def test_records_that_do_not_name_themselves_are_ignored(tmp_path: Path, damage:
             assert log.inclusion_proof(index, COUNT) == inclusion_proof(index, COUNT, reference())
     finally:
         log.close()
-    report = check(root)
-    assert report.ok, report.problems
-    assert report.inner_checked == (2 if damage != "torn" else 1)
+    assert_clean(root, inner_checked=(2 if damage != "torn" else 1))
 
 
 def test_a_damaged_tile_copy_is_reported_by_fsck(tmp_path: Path) -> None:
@@ -268,9 +271,7 @@ def test_a_record_torn_by_a_crash_is_rewritten_when_its_tile_fills(tmp_path: Pat
         assert storage.get(inner_nodes_path(0, 1)) == derive_inner_nodes(tile(1))
     finally:
         storage.close()
-    report = check(root)
-    assert report.ok, report.problems
-    assert report.inner_checked == 3
+    assert_clean(root, inner_checked=3)
 
 
 def test_inner_nodes_without_a_stored_tile_go_to_a_file(tmp_path: Path) -> None:
@@ -317,9 +318,7 @@ def test_a_log_with_inner_node_files_still_proves_from_them(tmp_path: Path) -> N
     finally:
         log.close()
     assert (root / ".inner-0.pack").stat().st_size == 4 * fs._RECORD  # record 3 only
-    report = check(root)
-    assert report.ok, report.problems
-    assert report.inner_checked == 4
+    assert_clean(root, inner_checked=4)
 
 
 def test_full_entry_bundles_are_not_kept_in_the_page_cache(
