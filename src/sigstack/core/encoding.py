@@ -25,7 +25,7 @@ _canonical_encoder = json.JSONEncoder(
 
 def b64(data: bytes) -> str:
     """Standard base64 of ``data`` as text."""
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def b64decode(
@@ -58,6 +58,21 @@ def _fast_canonical(doc: Any) -> bool:
     forms ``\\b \\t \\n \\f \\r``, other controls as lowercase ``\\u00xx``, the rest
     literal); lone surrogates are caught when the text is encoded.
     """
+    # Plain dicts and lists (every entry sigstack builds) are walked with loops, not
+    # generators, and string values are not recursed into: this runs once per entry.
+    kind = type(doc)
+    if kind is dict:
+        for key, value in doc.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            if type(value) is not str and not _fast_canonical(value):
+                return False
+        return True
+    if kind is list:
+        for item in doc:
+            if type(item) is not str and not _fast_canonical(item):
+                return False
+        return True
     if isinstance(doc, str) or doc is None or isinstance(doc, bool):
         return True
     if isinstance(doc, int):
