@@ -50,6 +50,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes: int | None = 0  # None while no request head is being read
         self._head_began = False  # a new head began during the current feed
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None  # loop time by which the head must arrive
         self._refused = False  # answered 408/431: input is discarded until close
 
     # -- the head's state ------------------------------------------------------------
@@ -57,18 +58,31 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _begin_head(self) -> None:
         self._head_bytes = 0
         self._head_began = True
-        self._arm_head_timer()
-
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+        self._head_deadline = self.loop.time() + self.head_timeout
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timer_due)
 
     def _end_head(self) -> None:
+        # The timer stays armed: when it fires with no head under way it does nothing.
+        # (Arming and cancelling a timer for every request costs more than the request's
+        # parsing, and leaves the loop's heap full of cancelled timers.)
         self._head_bytes = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None
+
+    def _head_timer_due(self) -> None:
+        self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None or self.transport.is_closing():
+            return
+        remaining = deadline - self.loop.time()
+        if remaining > 0:  # a later head than the one the timer was armed for
+            self._head_timer = self.loop.call_later(remaining, self._head_timer_due)
+            return
+        if self._busy():  # a pipelined request waits for the current response
+            self._head_deadline = self.loop.time() + self.head_timeout
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timer_due)
+            return
+        self._reject(408)
 
     def _busy(self) -> bool:
         """True while a response is being produced on this connection."""
@@ -91,15 +105,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = True
         self.loop.call_later(LINGER, self.transport.close)
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._head_bytes is None or self.transport.is_closing():
-            return
-        if self._busy():  # a pipelined request waits for the current response
-            self._arm_head_timer()
-            return
-        self._reject(408)
-
     # -- uvicorn's hooks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -108,6 +113,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_head()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

@@ -194,6 +194,24 @@ def test_the_deadline_restarts_for_each_request_on_a_kept_alive_connection(
     _serve(scenario)
 
 
+def test_a_kept_alive_connection_idle_after_its_answers_is_answered_408(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(BoundedHttpToolsProtocol, "head_timeout", 0.3)
+
+    async def scenario(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):  # the timer armed for the first head outlives these requests
+            writer.write(_get(port))
+            assert await _read_response(reader) == (200, b"hello")
+        started = asyncio.get_running_loop().time()
+        assert await _read_response(reader) == (408, b"Request Timeout")
+        assert asyncio.get_running_loop().time() - started >= 0.25  # a whole deadline
+        assert await _closed(reader)
+
+    _serve(scenario)
+
+
 def test_a_pipelined_request_waits_for_a_slow_response_without_timing_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
