@@ -131,6 +131,9 @@ class Supervisor:
             lifespan="on",
             timeout_graceful_shutdown=GRACE_PERIOD,
             server_header=False,
+            # Only the access log shows the client address that X-Forwarded-For rewrites;
+            # without it, that middleware is per-request work for nothing.
+            proxy_headers=self._access_log,
             limit_concurrency=MAX_CONNECTIONS,
             http=BoundedHttpToolsProtocol,  # see the module docstring
         )
