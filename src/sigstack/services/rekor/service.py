@@ -29,8 +29,11 @@ the index it already has (with a proof against the current checkpoint).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,7 +45,8 @@ from sigstore_models.rekor.v2.verifier import Verifier
 from sigstack.core import keys, pki
 from sigstack.core.encoding import b64, canonical_json
 from sigstack.core.errors import ConfigError, InvalidRequest, NotFound, VerificationError
-from sigstack.log.engine import Entry, TransparencyLog
+from sigstack.core.offload import run_check
+from sigstack.log.engine import Checkpoint, Entry, TransparencyLog
 from sigstack.services.rekor import dsse
 
 log = logging.getLogger("sigstack.rekor")
@@ -60,7 +64,9 @@ class RekorService:
         if len(log_id) != 32:
             raise ConfigError("a Rekor v2 log ID is 32 bytes")
         self._log = log
-        self._log_id = log_id
+        self._log_id_b64 = b64(log_id)
+        # The last answer's checkpoint, and the JSON before and after its proof hashes.
+        self._cp_json: tuple[Checkpoint | None, str, str] = (None, "", "")
 
     @property
     def transparency_log(self) -> TransparencyLog:
@@ -68,39 +74,47 @@ class RekorService:
 
     async def create_entry(self, raw_body: bytes) -> dict[str, Any]:
         """Validate, log and answer a ``CreateEntryRequest`` (see the module docstring)."""
-        kind, canonical = self.canonical_entry(raw_body)
+        result = json.loads(await self.create_entry_json(raw_body))
+        assert isinstance(result, dict)
+        return result
+
+    async def create_entry_json(self, raw_body: bytes) -> bytes:
+        """:meth:`create_entry`'s answer as compact JSON: what the HTTP API sends.
+
+        Entries sequenced in one batch share their checkpoint, so its part of the
+        answer is encoded once per checkpoint, not once per entry.
+        """
+        kind, canonical = await self._checked_entry(raw_body)
         result = await self._log.add(Entry(leaf=canonical, dedup=True))
         cp = result.checkpoint
-        return {
-            "logIndex": str(result.index),
-            "logId": {"keyId": b64(self._log_id)},
-            "kindVersion": {"kind": kind, "version": ENTRY_API_VERSION},
-            "integratedTime": "0",
-            "inclusionProof": {
-                "logIndex": str(result.index),
-                "rootHash": b64(cp.root_hash),
-                "treeSize": str(cp.size),
-                "hashes": [b64(h) for h in result.proof],
-                "checkpoint": {"envelope": cp.note.decode()},
-            },
-            "canonicalizedBody": b64(canonical),
-        }
+        answered, head, tail = self._cp_json  # one read: another thread may replace it
+        if answered is not cp:
+            head = f'"rootHash":"{b64(cp.root_hash)}","treeSize":"{cp.size}","hashes":['
+            tail = f'],"checkpoint":{{"envelope":{json.dumps(cp.note.decode())}}}'
+            self._cp_json = (cp, head, tail)
+        index = result.index
+        hashes = ",".join([f'"{b64(h)}"' for h in result.proof])
+        return (
+            f'{{"logIndex":"{index}","logId":{{"keyId":"{self._log_id_b64}"}},'
+            f'"kindVersion":{{"kind":"{kind}","version":"{ENTRY_API_VERSION}"}},'
+            f'"integratedTime":"0","inclusionProof":{{"logIndex":"{index}",'
+            f"{head}{hashes}{tail}}},"
+            f'"canonicalizedBody":"{b64(canonical)}"}}'
+        ).encode()
 
     def canonical_entry(self, raw_body: bytes) -> tuple[str, bytes]:
         """``(kind, RFC 8785 bytes of the log entry)`` for a valid request, or a 400-class error."""
-        try:
-            request = CreateEntryRequest.model_validate_json(raw_body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-            raise InvalidRequest(
-                f"invalid CreateEntryRequest at {where}: {first.get('msg')}"
-            ) from exc
-        if request.dsse_request_v002 is not None:
-            return DSSE, canonical_json(_dsse_entry(request.dsse_request_v002))
-        hr = request.hashed_rekord_request_v002
-        assert hr is not None  # the model guarantees exactly one request kind
-        return HASHEDREKORD, canonical_json(_hashedrekord_entry(hr))
+        kind, entry, check = _parse(raw_body)
+        if check is not None:
+            check()
+        return kind, canonical_json(entry)
+
+    async def _checked_entry(self, raw_body: bytes) -> tuple[str, bytes]:
+        """:meth:`canonical_entry`, verifying a hashedrekord's signature off this thread."""
+        kind, entry, check = _parse(raw_body)
+        if check is not None:
+            await run_check(check)
+        return kind, canonical_json(entry)
 
     def checkpoint(self) -> bytes:
         """The latest signed checkpoint (C2SP signed note)."""
@@ -115,35 +129,87 @@ class RekorService:
         return data
 
 
-def _verifier(verifier: Verifier, where: str) -> tuple[keys.PublicKey, dict[str, Any]]:
-    """The key of a request's verifier (checked against its ``keyDetails``) and its JSON."""
-    details = verifier.key_details.value
-    if verifier.x509_certificate is not None:
-        der = verifier.x509_certificate.raw_bytes
+def _parse(raw_body: bytes) -> tuple[str, dict[str, Any], Callable[[], None] | None]:
+    """``(kind, log entry, signature check still to run or None)`` for a request body."""
+    try:
+        request = CreateEntryRequest.model_validate_json(raw_body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise InvalidRequest(f"invalid CreateEntryRequest at {where}: {first.get('msg')}") from exc
+    if request.dsse_request_v002 is not None:
+        return DSSE, _dsse_entry(request.dsse_request_v002), None
+    hr = request.hashed_rekord_request_v002
+    assert hr is not None  # the model guarantees exactly one request kind
+    return HASHEDREKORD, *_hashedrekord_entry(hr)
+
+
+VERIFIER_CACHE_SIZE = 1024
+"""Verifier keys kept parsed, by their bytes: a signer sends the same certificate or
+key with every entry it logs for a while, and parsing one costs as much as half a
+signature check. Signatures are still verified on every request."""
+VERIFIER_CACHE_MAX_BYTES = 8192
+"""Larger key material is parsed every time, so the cache stays under ~10 MB."""
+
+
+def _verifier_key(
+    is_certificate: bool, raw: bytes, details: str, where: str
+) -> tuple[keys.PublicKey, str]:
+    """``(key, base64 of the bytes the entry records)`` for a verifier's key material,
+    checked against its ``keyDetails``; ``InvalidRequest`` if unusable (never cached)."""
+    if len(raw) > VERIFIER_CACHE_MAX_BYTES:
+        return _load_verifier_key(is_certificate, raw, details, where)
+    return _cached_verifier_key(is_certificate, raw, details, where)
+
+
+def _load_verifier_key(
+    is_certificate: bool, raw: bytes, details: str, where: str
+) -> tuple[keys.PublicKey, str]:
+    if is_certificate:
         try:
-            cert = pki.load_der_certificate(der, what=f"{where} certificate")
+            cert = pki.load_der_certificate(raw, what=f"{where} certificate")
             public_key = keys.require_supported(cert.public_key())
         except VerificationError as exc:
             raise InvalidRequest(exc.message) from exc
         except ValueError as exc:  # an unsupported key algorithm in a valid certificate
             raise InvalidRequest(f"{where} certificate: unsupported public key ({exc})") from exc
-        verifier_json: dict[str, Any] = {"x509Certificate": {"rawBytes": b64(der)}}
+        recorded = raw
     else:
-        assert verifier.public_key is not None
         try:
-            public_key = keys.load_spki(verifier.public_key.raw_bytes)
+            public_key = keys.load_spki(raw)
         except VerificationError as exc:
             raise InvalidRequest(f"{where} public key: {exc.message}") from exc
-        verifier_json = {"publicKey": {"rawBytes": b64(keys.spki_der(public_key))}}
-    verifier_json["keyDetails"] = details
+        recorded = keys.spki_der(public_key)
     try:
         keys.check_key_details(public_key, details)
     except VerificationError as exc:
         raise InvalidRequest(f"{where}: {exc.message}") from exc
+    return public_key, b64(recorded)
+
+
+_cached_verifier_key = functools.lru_cache(maxsize=VERIFIER_CACHE_SIZE)(_load_verifier_key)
+
+
+def _verifier(verifier: Verifier, where: str) -> tuple[keys.PublicKey, dict[str, Any]]:
+    """The key of a request's verifier (checked against its ``keyDetails``) and its JSON."""
+    details = verifier.key_details.value
+    if verifier.x509_certificate is not None:
+        public_key, recorded = _verifier_key(
+            True, verifier.x509_certificate.raw_bytes, details, where
+        )
+        verifier_json: dict[str, Any] = {"x509Certificate": {"rawBytes": recorded}}
+    else:
+        assert verifier.public_key is not None
+        public_key, recorded = _verifier_key(False, verifier.public_key.raw_bytes, details, where)
+        verifier_json = {"publicKey": {"rawBytes": recorded}}
+    verifier_json["keyDetails"] = details
     return public_key, verifier_json
 
 
-def _hashedrekord_entry(hr: HashedRekordRequestV002) -> dict[str, Any]:
+def _hashedrekord_entry(
+    hr: HashedRekordRequestV002,
+) -> tuple[dict[str, Any], Callable[[], None]]:
+    """The entry for a hashedrekord request, and the check of its signature."""
     if not hr.signature.content:
         raise InvalidRequest("signature.content is empty")
     public_key, verifier_json = _verifier(hr.signature.verifier, "verifier")
@@ -152,9 +218,12 @@ def _hashedrekord_entry(hr: HashedRekordRequestV002) -> dict[str, Any]:
         raise InvalidRequest(
             "Ed25519 keys cannot sign a prehashed digest; hashedrekord needs ECDSA or RSA"
         )
-    # verify_prehashed checks the digest length against the key's hash first.
-    keys.verify_prehashed(public_key, hr.signature.content, hr.digest, algorithm)
-    return {
+    signature, digest = hr.signature.content, hr.digest
+
+    def check() -> None:  # verify_prehashed checks the digest length against the hash first
+        keys.verify_prehashed(public_key, signature, digest, algorithm)
+
+    entry = {
         "apiVersion": ENTRY_API_VERSION,
         "kind": HASHEDREKORD,
         "spec": {
@@ -164,6 +233,7 @@ def _hashedrekord_entry(hr: HashedRekordRequestV002) -> dict[str, Any]:
             }
         },
     }
+    return entry, check
 
 
 def _dsse_entry(request: DSSERequestV002) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from sigstore_models.rekor.v2.entry import Entry as EntryModel
 from sigstack.core import note, pki
 from sigstack.core.errors import InvalidRequest, VerificationError
 from sigstack.core.keys import spki_der
+from sigstack.core.merkle import leaf_hash, verify_inclusion
 from sigstack.log.engine import BatchPolicy, TransparencyLog
 from sigstack.log.memory import MemoryStorage
 from sigstack.services.rekor.api import create_rekor_app
@@ -337,3 +338,66 @@ def test_an_identical_entry_answers_with_the_index_it_has(
     entry = TransparencyLogEntry(TLEModel.from_dict(again))
     verify_merkle_inclusion(entry)
     verify_checkpoint(_keyring(log_key), entry)
+
+
+def _resigned(body: bytes, key: ec.EllipticCurvePrivateKey, artifact: bytes) -> dict[str, Any]:
+    """``body`` (its verifier kept byte for byte) over another artifact."""
+    doc = json.loads(body)
+    hr = doc["hashedRekordRequestV002"]
+    digest = hashlib.sha256(artifact).digest()
+    signature = key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    hr["digest"] = base64.b64encode(digest).decode()
+    hr["signature"]["content"] = base64.b64encode(signature).decode()
+    return dict(doc)
+
+
+def test_a_parsed_verifier_is_reused_but_every_signature_and_key_details_still_checked(
+    service: RekorService,
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = _request(key, b"one")
+    index = int(_add(service, first)["logIndex"])
+    again = _resigned(first, key, b"two")
+    assert _add(service, json.dumps(again).encode())["logIndex"] == str(index + 1)
+    # The same certificate with a signature that does not verify is still refused ...
+    forged = _resigned(first, ec.generate_private_key(ec.SECP256R1()), b"three")
+    with pytest.raises(VerificationError):
+        _add(service, json.dumps(forged).encode())
+    # ... and so is the same certificate claiming another key type.
+    wrong = _resigned(first, key, b"four")
+    wrong["hashedRekordRequestV002"]["signature"]["verifier"]["keyDetails"] = (
+        "PKIX_ECDSA_P384_SHA_384"
+    )
+    with pytest.raises(InvalidRequest, match="keyDetails"):
+        _add(service, json.dumps(wrong).encode())
+
+
+def test_the_json_answer_is_compact_and_holds_what_create_entry_returns(
+    service: RekorService,
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    bodies = [_request(key, b"artifact %d" % i) for i in range(5)]
+
+    async def main() -> list[bytes]:
+        return await asyncio.gather(*(service.create_entry_json(b) for b in bodies))
+
+    answers = asyncio.run(main())
+    for body, raw in zip(bodies, answers, strict=True):
+        doc = json.loads(raw)
+        assert raw == json.dumps(doc, separators=(",", ":")).encode()
+        proof = doc["inclusionProof"]
+        size = int(proof["treeSize"])
+        assert proof["logIndex"] == doc["logIndex"] and int(doc["logIndex"]) < size
+        leaf = base64.b64decode(doc["canonicalizedBody"])
+        assert service.canonical_entry(body)[1] == leaf
+        verify_inclusion(
+            leaf_hash(leaf),
+            int(doc["logIndex"]),
+            size,
+            [base64.b64decode(h) for h in proof["hashes"]],
+            base64.b64decode(proof["rootHash"]),
+        )
+        assert f"\n{size}\n" in proof["checkpoint"]["envelope"]
+        # A resubmission is deduplicated and answered through the dict API identically.
+        assert _add(service, body)["canonicalizedBody"] == doc["canonicalizedBody"]
+        assert _add(service, body)["logIndex"] == doc["logIndex"]
