@@ -40,13 +40,15 @@ _settled = threading.Condition()
 class Receipt(Generic[T]):
     """A future of one submitted entry's answer (see the module docstring)."""
 
-    __slots__ = ("_callbacks", "_error", "_result", "_state")
+    __slots__ = ("_callbacks", "_error", "_result", "_state", "_waiters")
 
     def __init__(self) -> None:
         self._state = _PENDING
         self._result: T | None = None
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[Receipt[T]], object]] | None = None
+        # The loop and future of each wait_async awaiting this receipt.
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[T]]] | None = None
 
     def __repr__(self) -> str:
         state = ("pending", "running", "cancelled", "finished")[self._state]
@@ -75,6 +77,7 @@ class Receipt(Generic[T]):
             self._state = _CANCELLED
             _settled.notify_all()
         self._run_callbacks()
+        _relay([self])
         return True
 
     def result(self, timeout: float | None = None) -> T:
@@ -169,6 +172,39 @@ def _settle(
     for r in settled:
         if r._callbacks is not None:
             r._run_callbacks()
+    _relay(settled)
+
+
+def _relay(receipts: Iterable[Receipt[T]]) -> None:
+    """Hand done receipts to their wait_async awaiters: one wake-up per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], Receipt[T]]]] = {}
+    for r in receipts:
+        waiters, r._waiters = r._waiters, None
+        for loop, waiter in waiters or ():
+            by_loop.setdefault(loop, []).append((waiter, r))
+    for loop, done in by_loop.items():
+        if loop.is_closed():
+            continue
+        try:
+            loop.call_soon_threadsafe(_deliver_all, done)
+        except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+            pass
+
+
+def _deliver_all(done: list[tuple[asyncio.Future[T], Receipt[T]]]) -> None:
+    for waiter, r in done:
+        _deliver(waiter, r)
+
+
+def _deliver(waiter: asyncio.Future[T], done: Receipt[T]) -> None:
+    if waiter.done():  # the awaiting task was cancelled
+        return
+    if done.cancelled():
+        waiter.cancel()
+    elif done._error is not None:
+        waiter.set_exception(done._error)
+    else:
+        waiter.set_result(done._result)  # type: ignore[arg-type]
 
 
 async def wait_async(receipt: Receipt[T]) -> T:
@@ -176,26 +212,17 @@ async def wait_async(receipt: Receipt[T]) -> T:
     if the sequencer has not taken it yet (as ``asyncio.wrap_future`` does)."""
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[T] = loop.create_future()
-
-    def deliver(done: Receipt[T]) -> None:
-        if waiter.cancelled():
-            return
-        if done.cancelled():
-            waiter.cancel()
-        elif done._error is not None:
-            waiter.set_exception(done._error)
-        else:
-            waiter.set_result(done._result)  # type: ignore[arg-type]
-
-    def relay(done: Receipt[T]) -> None:
-        if loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(deliver, done)
-        except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
-            pass
-
-    receipt.add_done_callback(relay)
+    # Registered under the lock that settling takes, so a receipt settled meanwhile is
+    # either seen done here or relayed by the settler (all of a batch's receipts that
+    # one loop awaits are relayed with one call_soon_threadsafe).
+    with _settled:
+        pending = receipt._state < _CANCELLED
+        if pending:
+            if receipt._waiters is None:
+                receipt._waiters = []
+            receipt._waiters.append((loop, waiter))
+    if not pending:
+        _deliver(waiter, receipt)
     try:
         return await waiter
     except asyncio.CancelledError:

@@ -183,3 +183,46 @@ def test_a_cancelled_receipt_cancels_its_awaiter() -> None:
             await asyncio.wait_for(wait_async(r), WAIT)
 
     asyncio.run(main())
+
+
+def test_a_batch_awaited_on_one_loop_wakes_it_once_and_answers_every_awaiter() -> None:
+    receipts: list[Receipt[int]] = [Receipt() for _ in range(50)]
+    wakeups = 0
+
+    async def main() -> list[int]:
+        nonlocal wakeups
+        loop = asyncio.get_running_loop()
+        real = loop.call_soon_threadsafe
+
+        def counted(*args: object, **kw: object) -> object:
+            nonlocal wakeups
+            wakeups += 1
+            return real(*args, **kw)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        waits = [asyncio.ensure_future(wait_async(r)) for r in receipts]
+        # Two awaiters of one receipt both get its answer.
+        waits.append(asyncio.ensure_future(wait_async(receipts[7])))
+        await asyncio.sleep(0)  # every awaiter registered
+        settler = threading.Thread(target=finish_all, args=(receipts, list(range(50))))
+        settler.start()
+        answers = await asyncio.gather(*waits)
+        settler.join()
+        return answers
+
+    assert asyncio.run(main()) == [*range(50), 7]
+    assert wakeups == 1
+
+
+def test_a_receipt_done_before_it_is_awaited_answers_at_once() -> None:
+    done: Receipt[str] = Receipt()
+    done.set_result("ok")
+    failed: Receipt[str] = Receipt()
+    failed.set_exception(RuntimeError("disk full"))
+
+    async def main() -> None:
+        assert await wait_async(done) == "ok"
+        with pytest.raises(RuntimeError, match="disk full"):
+            await wait_async(failed)
+
+    asyncio.run(main())
