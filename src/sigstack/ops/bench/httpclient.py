@@ -154,7 +154,8 @@ class HttpConnection:
         if body:
             data += body
         try:
-            return await asyncio.wait_for(self._exchange(data), self._timeout)
+            async with asyncio.timeout(self._timeout):  # unlike wait_for, no task per request
+                return await self._exchange(data)
         except UpstreamError:
             await self.close()
             raise

@@ -55,13 +55,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
 import random
 import sys
 import tempfile
 import time
+from binascii import a2b_base64
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,10 +198,11 @@ def parse_ack(raw: bytes) -> Ack:
     try:
         doc = json.loads(raw)
         index = int(doc["logIndex"])
-        body = base64.b64decode(doc["canonicalizedBody"], validate=True)
+        # binascii's strict mode is what base64.b64decode(validate=True) runs, one call less.
+        body = a2b_base64(doc["canonicalizedBody"], strict_mode=True)
         inclusion = doc["inclusionProof"]
         checkpoint = inclusion["checkpoint"]["envelope"].encode()
-        proof = tuple(base64.b64decode(h, validate=True) for h in inclusion["hashes"])
+        proof = tuple([a2b_base64(h, strict_mode=True) for h in inclusion["hashes"]])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UpstreamError(f"malformed TransparencyLogEntry: {exc!r}") from exc
     return Ack(index, body, checkpoint, proof)
