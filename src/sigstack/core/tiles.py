@@ -140,6 +140,37 @@ def entries_path(index: int, width: int = TILE_WIDTH) -> str:
     return f"tile/entries/{encode_index(index)}{_suffix(width)}"
 
 
+INNER_NODES_BYTES = (TILE_WIDTH - 2) * HASH_SIZE
+"""Size of a full tile's inner-node object: sublevels 1..7, 254 hashes (8,128 bytes)."""
+
+
+def inner_nodes_path(level: int, index: int) -> str:
+    """Storage key of the inner nodes of the full hash tile ``tile/<level>/<index>``.
+
+    The object holds the tile's nodes at sublevels 1 to 7 (128, 64, ... 2 hashes,
+    left to right, lowest sublevel first): everything between the tile's 256
+    hashes and its root, which would otherwise take 255 SHA-256 to derive. The log
+    engine writes it with the tile, covered by the same checkpoint, checks it against
+    the tile's parent hash when read, and fsck re-derives it. It is not a C2SP
+    resource: the log never serves it.
+    """
+    _check_level(level)
+    return f"inner/{level}/{encode_index(index)}"
+
+
+def parse_inner_nodes_path(key: str) -> tuple[int, int] | None:
+    """``(level, index)`` of an :func:`inner_nodes_path` key spelled canonically, else None."""
+    if not key.startswith("inner/"):
+        return None
+    level_text, sep, index_text = key[len("inner/") :].partition("/")
+    if not sep or not _LEVEL.fullmatch(level_text) or int(level_text) > MAX_TILE_LEVEL:
+        return None
+    try:
+        return int(level_text), parse_index(index_text)
+    except InvalidRequest:
+        return None
+
+
 def parse_path(path: str) -> TileRef:
     """Parse a tile or entry-bundle path, strictly (see the module docstring).
 

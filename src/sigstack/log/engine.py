@@ -169,14 +169,15 @@ from sigstack.core.note import (
     sign_note,
 )
 from sigstack.core.tiles import (
+    INNER_NODES_BYTES,
     MAX_ENTRY_SIZE,
     TILE_HEIGHT,
     TILE_WIDTH,
     TileRef,
     bundle_for,
     decode_bundle,
-    encode_index,
     entries_path,
+    inner_nodes_path,
     parse_path,
     partial_width,
     tile_for,
@@ -211,23 +212,6 @@ _log = logging.getLogger(__name__)
 
 LEAF_NAMESPACE = "leaf"
 """Index namespace of every entry's Merkle leaf hash."""
-
-INNER_NODES_BYTES = (TILE_WIDTH - 2) * HASH_SIZE
-"""Size of a full tile's inner-node object: sublevels 1..7, 254 hashes (8,128 bytes)."""
-
-
-def inner_nodes_path(level: int, index: int) -> str:
-    """Storage key of the inner nodes of the full hash tile ``tile/<level>/<index>``.
-
-    The object holds the tile's nodes at sublevels 1 to 7 (128, 64, ... 2 hashes,
-    left to right, lowest sublevel first): everything between the tile's 256
-    hashes and its root, which would otherwise take 255 SHA-256 to derive. It is
-    written with the tile, covered by the same checkpoint, checked against the
-    tile's parent hash when read, and re-derived by fsck. It is not a C2SP
-    resource: ``read`` never serves it.
-    """
-    return f"inner/{level}/{encode_index(index)}"
-
 
 IndexKeys = Callable[[bytes], Sequence[tuple[str, bytes]]]
 """A log's search keys for one stored bundle record: ``[(namespace, key), ...]``."""

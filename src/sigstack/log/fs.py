@@ -76,7 +76,6 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import re
 import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -85,7 +84,12 @@ from pathlib import Path
 from typing import Any
 
 from sigstack.core.errors import Conflict, StateError, StorageError
-from sigstack.core.tiles import FULL_TILE_BYTES, parse_index, tile_path
+from sigstack.core.tiles import (
+    FULL_TILE_BYTES,
+    INNER_NODES_BYTES,
+    parse_inner_nodes_path,
+    tile_path,
+)
 from sigstack.fsutil import (
     fsync_dir,
     fsync_path,
@@ -112,13 +116,10 @@ _WRITER_LOCK = ".writer.lock"
 _CHECKPOINT_LOCK = ".checkpoint.lock"
 _HIGH_WATER = ".checkpoint-high-water"
 
-_INNER_KEY = re.compile(r"inner/(0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})")
-_INNER_BYTES = FULL_TILE_BYTES - 64
-"""An inner-nodes object: sublevels 1..7 of a full tile, 254 hashes (as the engine's)."""
 _RECORD = 16384
 _TRAILER = struct.Struct(">8sQQ")
 _MAGIC = b"sgstkpk1"
-_PAD = bytes(_RECORD - FULL_TILE_BYTES - _INNER_BYTES - _TRAILER.size)
+_PAD = bytes(_RECORD - FULL_TILE_BYTES - INNER_NODES_BYTES - _TRAILER.size)
 
 
 def _fsync_uncached(path: Path) -> None:
@@ -149,16 +150,8 @@ def _record(level: int, index: int, tile: bytes, inner: bytes) -> bytes:
 
 def _names_itself(buffer: PackBuffer, start: int, level: int, index: int) -> bool:
     """Whether the record at ``buffer[start:]`` carries the trailer of ``(level, index)``."""
-    end = start + FULL_TILE_BYTES + _INNER_BYTES
+    end = start + FULL_TILE_BYTES + INNER_NODES_BYTES
     return buffer[end : end + _TRAILER.size] == _TRAILER.pack(_MAGIC, level, index)
-
-
-def _inner_location(key: str) -> tuple[int, int] | None:
-    """``(level, index)`` of an inner-nodes key, or None for any other key."""
-    m = _INNER_KEY.fullmatch(key)
-    if m is None:
-        return None
-    return int(m[1]), parse_index(m[2])
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -272,7 +265,7 @@ class FilesystemStorage(LogStorage):
         self._pack_lock = threading.Lock()
 
     def describe(self, key: str) -> str:
-        where = _inner_location(key) if key.startswith("inner/") else None
+        where = parse_inner_nodes_path(key) if key.startswith("inner/") else None
         if where is not None and self._read_record(*where) is not None:
             return f"{self.root / _pack_name(where[0])} (record {where[1]}, {key})"
         return str(self.root / key)
@@ -283,23 +276,23 @@ class FilesystemStorage(LogStorage):
         # A plain string join: pathlib's parsing costs more than the read of a tile.
         validate_key(key)
         if key.startswith("inner/"):
-            where = _inner_location(key)
+            where = parse_inner_nodes_path(key)
             if where is not None:
                 record = self._read_record(*where)
                 if record is not None:
-                    return record[FULL_TILE_BYTES : FULL_TILE_BYTES + _INNER_BYTES]
+                    return record[FULL_TILE_BYTES : FULL_TILE_BYTES + INNER_NODES_BYTES]
         return self._read(os.path.join(self.root, key))
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         # The engine's cold full tile: the tile and its inner nodes, from one record.
         if len(keys) == 2 and keys[1].startswith("inner/"):
-            where = _inner_location(keys[1])
+            where = parse_inner_nodes_path(keys[1])
             if where is not None and keys[0] == tile_path(*where):
                 record = self._read_record(*where)
                 if record is not None:
                     return [
                         record[:FULL_TILE_BYTES],
-                        record[FULL_TILE_BYTES : FULL_TILE_BYTES + _INNER_BYTES],
+                        record[FULL_TILE_BYTES : FULL_TILE_BYTES + INNER_NODES_BYTES],
                     ]
         return [self.get(key) for key in keys]
 
@@ -396,8 +389,8 @@ class FilesystemStorage(LogStorage):
         records: list[tuple[int, int, bytes]] = []  # (level, index, record) for the packs
         for key, data in items.items():
             validate_key(key)
-            if key.startswith("inner/") and len(data) == _INNER_BYTES:
-                where = _inner_location(key)
+            if key.startswith("inner/") and len(data) == INNER_NODES_BYTES:
+                where = parse_inner_nodes_path(key)
                 if where is not None:
                     tile_key = tile_path(*where)
                     tile = items.get(tile_key)

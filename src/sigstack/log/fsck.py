@@ -41,8 +41,15 @@ import httpx
 from sigstack.core.errors import InvalidRequest, SigstackError, VerificationError
 from sigstack.core.merkle import EMPTY_ROOT, CompactRange, leaf_hash
 from sigstack.core.note import CheckpointBody, NoteVerifier, open_note, parse_checkpoint
-from sigstack.core.tiles import TILE_HEIGHT, TILE_WIDTH, bundle_for, decode_bundle, tile_for
-from sigstack.log.engine import LEAF_NAMESPACE, derive_inner_nodes, inner_nodes_path
+from sigstack.core.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    bundle_for,
+    decode_bundle,
+    inner_nodes_path,
+    tile_for,
+)
+from sigstack.log.engine import LEAF_NAMESPACE, derive_inner_nodes
 from sigstack.log.storage import CHECKPOINT_KEY, LogStorage
 
 Reader = Callable[[str], bytes | None]

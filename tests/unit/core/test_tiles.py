@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sigstack.core import tiles
 from sigstack.core.errors import InvalidRequest
 from sigstack.core.tiles import (
     FULL_TILE_BYTES,
@@ -230,3 +231,24 @@ def test_bundle_wrong_count_is_refused() -> None:
 def test_bundle_more_than_256_entries_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="more than 256"):
         decode_bundle(encode_bundle([b"x"] * 257))
+
+
+def test_inner_nodes_paths_round_trip_and_refuse_other_spellings() -> None:
+    for level, index in [(0, 0), (0, 7), (2, 1234067), (63, 1)]:
+        key = tiles.inner_nodes_path(level, index)
+        assert tiles.parse_inner_nodes_path(key) == (level, index)
+    assert tiles.inner_nodes_path(1, 1234067) == "inner/1/x001/x234/067"
+    for other in [
+        "tile/0/000",
+        "inner/0",
+        "inner/00/001",  # leading zero in the level
+        "inner/64/001",  # beyond the highest level
+        "inner/0/1",  # index not in 3-digit groups
+        "inner/0/x000/001",  # leading zero group
+        "inner/0/001.p/3",
+        "inner/a/001",
+    ]:
+        assert tiles.parse_inner_nodes_path(other) is None, other
+    with pytest.raises(InvalidRequest):
+        tiles.inner_nodes_path(64, 0)
+    assert tiles.INNER_NODES_BYTES == 254 * tiles.HASH_SIZE

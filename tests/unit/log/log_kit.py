@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sigstack.core.tiles import FULL_TILE_BYTES
+from sigstack.core.tiles import FULL_TILE_BYTES, INNER_NODES_BYTES, parse_inner_nodes_path
 from sigstack.log import FilesystemStorage, MemoryStorage, fs
 
 
@@ -25,16 +25,16 @@ def rewrite_packed_inner(storage: FilesystemStorage, key: str, value: bytes | No
     as damage on disk would: in its tile-pack record when it has the right size, else
     by invalidating the record and leaving a file of that content (as a log written
     before tile packs would have)."""
-    level, index = fs._inner_location(key) or (None, None)
+    level, index = parse_inner_nodes_path(key) or (None, None)
     assert level is not None and index is not None, key
     pack = storage.root / fs._pack_name(level)
     offset = index * fs._RECORD
     with open(pack, "r+b") as f:
-        if value is not None and len(value) == fs._INNER_BYTES:
+        if value is not None and len(value) == INNER_NODES_BYTES:
             f.seek(offset + FULL_TILE_BYTES)
             f.write(value)
             return
-        f.seek(offset + FULL_TILE_BYTES + fs._INNER_BYTES)
+        f.seek(offset + FULL_TILE_BYTES + INNER_NODES_BYTES)
         f.write(bytes(fs._TRAILER.size))  # no longer names itself: ignored
     path = storage.root / key
     if value is None:

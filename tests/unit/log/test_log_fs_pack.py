@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from sigstack.core.merkle import inclusion_proof, leaf_hash, node_hash
 from sigstack.core.note import Ed25519NoteSigner
-from sigstack.core.tiles import FULL_TILE_BYTES
+from sigstack.core.tiles import FULL_TILE_BYTES, INNER_NODES_BYTES, inner_nodes_path
 from sigstack.log import BatchPolicy, Entry, FilesystemStorage, TransparencyLog, fs
 from sigstack.log import engine as engine_module
-from sigstack.log.engine import INNER_NODES_BYTES, derive_inner_nodes, inner_nodes_path
+from sigstack.log.engine import derive_inner_nodes
 from sigstack.log.fsck import fsck, storage_reader
 
 ORIGIN = "log.example/tile-packs"

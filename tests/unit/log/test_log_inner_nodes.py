@@ -19,6 +19,7 @@ from log_kit import CountingStorage, rewrite_packed_inner
 from sigstack.core.errors import InvalidRequest
 from sigstack.core.merkle import inclusion_proof, leaf_hash, node_hash
 from sigstack.core.note import Ed25519NoteSigner
+from sigstack.core.tiles import INNER_NODES_BYTES, inner_nodes_path
 from sigstack.log import (
     BatchPolicy,
     Entry,
@@ -27,7 +28,6 @@ from sigstack.log import (
     MemoryStorage,
     TransparencyLog,
 )
-from sigstack.log.engine import INNER_NODES_BYTES, inner_nodes_path
 from sigstack.log.fsck import fsck, storage_reader
 
 ORIGIN = "log.example/inner-nodes"
