@@ -8,7 +8,7 @@ the loop several times its own CPU time. Measured on Rekor's write path at full 
 on a 2-core machine, the loop's thread spent a third of its time inside
 ``verify``.
 
-:func:`run_check` hands the check to one daemon thread instead and awaits it. The
+:func:`run_check` hands the check to one daemon thread instead and awaits its result. The
 thread takes every check queued meanwhile, runs them one after the other and settles
 them with one wake-up of each waiting loop, so the loop's cost per check is a future
 and a queue put. A check's exception is raised to its awaiter; a check whose awaiter
@@ -25,22 +25,24 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-_Job = tuple[Callable[[], None], asyncio.AbstractEventLoop, "asyncio.Future[None]"]
-_Outcome = tuple["asyncio.Future[None]", Exception | None]
+T = TypeVar("T")
+_Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", Any, Exception | None]
 
 _jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
 _started = False
 _start_lock = threading.Lock()
 
 
-async def run_check(check: Callable[[], None]) -> None:
-    """Run ``check()`` on the check thread; return when it has, raising what it raised."""
+async def run_check(check: Callable[[], T]) -> T:
+    """Run ``check()`` on the check thread; return what it returned, raise what it raised."""
     _ensure_started()
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
+    future: asyncio.Future[T] = loop.create_future()
     _jobs.put((check, loop, future))
-    await future
+    return await future
 
 
 def _ensure_started() -> None:
@@ -63,12 +65,13 @@ def _work() -> None:
             pass
         outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for check, loop, future in batch:
+            result: Any = None
             error: Exception | None = None
             try:
-                check()
+                result = check()
             except Exception as exc:  # raised to the awaiter, whatever it is
                 error = exc
-            outcomes.setdefault(loop, []).append((future, error))
+            outcomes.setdefault(loop, []).append((future, result, error))
         del batch
         for loop, settled in outcomes.items():
             try:
@@ -78,10 +81,10 @@ def _work() -> None:
 
 
 def _settle(settled: list[_Outcome]) -> None:
-    for future, error in settled:
+    for future, result, error in settled:
         if future.done():  # cancelled while its check ran
             continue
         if error is None:
-            future.set_result(None)
+            future.set_result(result)
         else:
             future.set_exception(error)

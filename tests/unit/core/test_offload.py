@@ -11,17 +11,18 @@ from sigstack.core import offload
 from sigstack.core.errors import VerificationError
 
 
-def test_a_check_runs_off_the_loop_thread_and_its_error_is_raised_to_the_awaiter() -> None:
+def test_a_check_runs_off_the_loop_thread_and_its_result_or_error_reaches_the_awaiter() -> None:
     ran_on: list[str] = []
 
-    def good() -> None:
+    def good() -> str:
         ran_on.append(threading.current_thread().name)
+        return "verified"
 
     def bad() -> None:
         raise VerificationError("signature does not verify")
 
     async def main() -> None:
-        await offload.run_check(good)
+        assert await offload.run_check(good) == "verified"
         with pytest.raises(VerificationError, match="does not verify"):
             await offload.run_check(bad)
 

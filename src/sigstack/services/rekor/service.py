@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
+from sigstore_models.intoto import Envelope
 from sigstore_models.rekor.v2.dsse import DSSERequestV002
 from sigstore_models.rekor.v2.entry import CreateEntryRequest
 from sigstore_models.rekor.v2.hashedrekord import HashedRekordRequestV002
@@ -104,17 +105,13 @@ class RekorService:
 
     def canonical_entry(self, raw_body: bytes) -> tuple[str, bytes]:
         """``(kind, RFC 8785 bytes of the log entry)`` for a valid request, or a 400-class error."""
-        kind, entry, check = _parse(raw_body)
-        if check is not None:
-            check()
-        return kind, canonical_json(entry)
+        kind, verified_entry = _parse(raw_body)
+        return kind, canonical_json(verified_entry())
 
     async def _checked_entry(self, raw_body: bytes) -> tuple[str, bytes]:
-        """:meth:`canonical_entry`, verifying a hashedrekord's signature off this thread."""
-        kind, entry, check = _parse(raw_body)
-        if check is not None:
-            await run_check(check)
-        return kind, canonical_json(entry)
+        """:meth:`canonical_entry`, verifying the request's signatures off this thread."""
+        kind, verified_entry = _parse(raw_body)
+        return kind, canonical_json(await run_check(verified_entry))
 
     def checkpoint(self) -> bytes:
         """The latest signed checkpoint (C2SP signed note)."""
@@ -129,8 +126,13 @@ class RekorService:
         return data
 
 
-def _parse(raw_body: bytes) -> tuple[str, dict[str, Any], Callable[[], None] | None]:
-    """``(kind, log entry, signature check still to run or None)`` for a request body."""
+EntryCheck = Callable[[], dict[str, Any]]
+"""Verifies a request's signatures (raising ``VerificationError`` or ``InvalidRequest``)
+and returns its log entry. Everything else about the request was checked before."""
+
+
+def _parse(raw_body: bytes) -> tuple[str, EntryCheck]:
+    """``(kind, its EntryCheck)`` for a well-formed request body; a 400-class error if not."""
     try:
         request = CreateEntryRequest.model_validate_json(raw_body)
     except ValidationError as exc:
@@ -138,10 +140,10 @@ def _parse(raw_body: bytes) -> tuple[str, dict[str, Any], Callable[[], None] | N
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise InvalidRequest(f"invalid CreateEntryRequest at {where}: {first.get('msg')}") from exc
     if request.dsse_request_v002 is not None:
-        return DSSE, _dsse_entry(request.dsse_request_v002), None
+        return DSSE, _dsse_entry(request.dsse_request_v002)
     hr = request.hashed_rekord_request_v002
     assert hr is not None  # the model guarantees exactly one request kind
-    return HASHEDREKORD, *_hashedrekord_entry(hr)
+    return HASHEDREKORD, _hashedrekord_entry(hr)
 
 
 VERIFIER_CACHE_SIZE = 1024
@@ -206,10 +208,7 @@ def _verifier(verifier: Verifier, where: str) -> tuple[keys.PublicKey, dict[str,
     return public_key, verifier_json
 
 
-def _hashedrekord_entry(
-    hr: HashedRekordRequestV002,
-) -> tuple[dict[str, Any], Callable[[], None]]:
-    """The entry for a hashedrekord request, and the check of its signature."""
+def _hashedrekord_entry(hr: HashedRekordRequestV002) -> EntryCheck:
     if not hr.signature.content:
         raise InvalidRequest("signature.content is empty")
     public_key, verifier_json = _verifier(hr.signature.verifier, "verifier")
@@ -219,10 +218,6 @@ def _hashedrekord_entry(
             "Ed25519 keys cannot sign a prehashed digest; hashedrekord needs ECDSA or RSA"
         )
     signature, digest = hr.signature.content, hr.digest
-
-    def check() -> None:  # verify_prehashed checks the digest length against the hash first
-        keys.verify_prehashed(public_key, signature, digest, algorithm)
-
     entry = {
         "apiVersion": ENTRY_API_VERSION,
         "kind": HASHEDREKORD,
@@ -233,10 +228,15 @@ def _hashedrekord_entry(
             }
         },
     }
-    return entry, check
+
+    def verified() -> dict[str, Any]:  # verify_prehashed checks the digest length first
+        keys.verify_prehashed(public_key, signature, digest, algorithm)
+        return entry
+
+    return verified
 
 
-def _dsse_entry(request: DSSERequestV002) -> dict[str, Any]:
+def _dsse_entry(request: DSSERequestV002) -> EntryCheck:
     envelope = request.envelope
     if not request.verifiers:
         raise InvalidRequest("dsseRequestV002.verifiers is empty")
@@ -262,6 +262,13 @@ def _dsse_entry(request: DSSERequestV002) -> dict[str, Any]:
         seen.add(raw)
         parsed.append(_verifier(verifier, f"verifiers[{i}]"))
     signatures = [s.sig for s in envelope.signatures]
+    return lambda: _dsse_verified(envelope, signatures, parsed)
+
+
+def _dsse_verified(
+    envelope: Envelope, signatures: list[bytes], parsed: list[tuple[keys.PublicKey, dict[str, Any]]]
+) -> dict[str, Any]:
+    """The dsse entry once every signature verified under one of the ``parsed`` verifiers."""
     owners = dsse.match_signatures(
         dsse.pae(envelope.payload_type, envelope.payload),
         signatures,

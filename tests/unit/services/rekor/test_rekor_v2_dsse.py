@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -249,3 +250,25 @@ def test_malformed_dsse_requests_are_400(service: RekorService, mutate: Any) -> 
     mutate(request)
     with pytest.raises(InvalidRequest):
         _add(service, json.dumps(request).encode())
+
+
+def test_envelope_signatures_are_verified_on_the_check_thread_not_the_event_loop(
+    service: RekorService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    real = dsse.match_signatures
+
+    def recorded(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(dsse, "match_signatures", recorded)
+    signer = make_signer()
+    answer = _add(service, _request([_sig(signer.key)], [_cert_verifier(signer)]))
+    assert answer["kindVersion"]["kind"] == "dsse"
+    assert threads == ["sigstack-checks"]
+    # A signature that does not verify is still refused, from that thread.
+    other = make_signer()
+    with pytest.raises(VerificationError):
+        _add(service, _request([_sig(other.key)], [_cert_verifier(signer)]))
+    assert threads == ["sigstack-checks", "sigstack-checks"]
