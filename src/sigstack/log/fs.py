@@ -265,7 +265,7 @@ class FilesystemStorage(LogStorage):
         self._pack_lock = threading.Lock()
 
     def describe(self, key: str) -> str:
-        where = parse_inner_nodes_path(key) if key.startswith("inner/") else None
+        where = parse_inner_nodes_path(key)
         if where is not None and self._read_record(*where) is not None:
             return f"{self.root / _pack_name(where[0])} (record {where[1]}, {key})"
         return str(self.root / key)

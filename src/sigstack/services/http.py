@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -82,14 +82,19 @@ def error_response(exc: SigstackError) -> Response:
 async def read_body(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
     """The request body, refusing more than ``limit`` bytes without buffering them all."""
     _check_declared_length(request.headers.get("content-length"), limit)
-    chunks = []
+    return await _join_within(request.stream(), limit)
+
+
+async def _join_within(chunks: AsyncIterable[bytes], limit: int) -> bytes:
+    """The chunks joined, refusing (before buffering) more than ``limit`` bytes in all."""
+    parts = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _check_declared_length(declared: str | None, limit: int) -> None:
@@ -178,19 +183,17 @@ async def _receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             declared = value.decode("latin-1")
             break
     _check_declared_length(declared, limit)
-    chunks = []
-    size = 0
+    return await _join_within(_body_chunks(receive), limit)
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
+        yield message.get("body", b"")
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return
 
 
 class _FastRoutes:
@@ -202,13 +205,12 @@ class _FastRoutes:
         self.routes = {route.path: route for route in routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = None
+        route = None
         if scope["type"] == "http" and scope["method"] == "POST":
-            found = self.routes.get(scope["path"])
-        if found is None:
+            route = self.routes.get(scope["path"])
+        if route is None:
             await self.app(scope, receive, send)
             return
-        route = found
         scope["route"] = route  # its path labels the request's metrics, as a Route's does
         try:
             body = await _receive_body(scope, receive, route.body_limit)

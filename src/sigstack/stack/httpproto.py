@@ -58,6 +58,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _begin_head(self) -> None:
         self._head_bytes = 0
         self._head_began = True
+        self._restart_deadline()
+
+    def _restart_deadline(self) -> None:
+        """A whole ``head_timeout`` from now; arms the timer unless it already runs."""
         self._head_deadline = self.loop.time() + self.head_timeout
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.head_timeout, self._head_timer_due)
@@ -79,8 +83,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = self.loop.call_later(remaining, self._head_timer_due)
             return
         if self._busy():  # a pipelined request waits for the current response
-            self._head_deadline = self.loop.time() + self.head_timeout
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timer_due)
+            self._restart_deadline()
             return
         self._reject(408)
 
