@@ -207,14 +207,17 @@ def _deliver(waiter: asyncio.Future[T], done: Receipt[T]) -> None:
         waiter.set_result(done._result)  # type: ignore[arg-type]
 
 
-async def wait_async(receipt: Receipt[T]) -> T:
-    """Await ``receipt`` from asyncio; cancelling the awaiting task cancels the entry
-    if the sequencer has not taken it yet (as ``asyncio.wrap_future`` does)."""
+def loop_future(receipt: Receipt[T]) -> asyncio.Future[T]:
+    """An asyncio future of the running loop that settles with ``receipt``.
+
+    All of a batch's receipts that one loop awaits are relayed to it with one
+    ``call_soon_threadsafe``. Cancelling the future does not withdraw the entry
+    (:func:`wait_async` does that for an awaiting task).
+    """
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[T] = loop.create_future()
     # Registered under the lock that settling takes, so a receipt settled meanwhile is
-    # either seen done here or relayed by the settler (all of a batch's receipts that
-    # one loop awaits are relayed with one call_soon_threadsafe).
+    # either seen done here or relayed by the settler.
     with _settled:
         pending = receipt._state < _CANCELLED
         if pending:
@@ -223,8 +226,14 @@ async def wait_async(receipt: Receipt[T]) -> T:
             receipt._waiters.append((loop, waiter))
     if not pending:
         _deliver(waiter, receipt)
+    return waiter
+
+
+async def wait_async(receipt: Receipt[T]) -> T:
+    """Await ``receipt`` from asyncio; cancelling the awaiting task cancels the entry
+    if the sequencer has not taken it yet (as ``asyncio.wrap_future`` does)."""
     try:
-        return await waiter
+        return await loop_future(receipt)
     except asyncio.CancelledError:
         receipt.cancel()
         raise

@@ -186,6 +186,15 @@ async def _receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     return await _join_within(_body_chunks(receive), limit)
 
 
+async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """A raw ASGI request's body, refusing more than ``limit`` bytes (as
+    :func:`read_body` does); None if the client went away before sending it."""
+    try:
+        return await _receive_body(scope, receive, limit)
+    except _ClientGone:
+        return None
+
+
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
@@ -234,6 +243,12 @@ class _FastRoutes:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def with_fast_routes(app: ASGIApp, service_name: str, routes: Sequence[FastRoute]) -> ASGIApp:
+    """``app`` with ``routes`` answered first (as :func:`create_app` serves them), for
+    an app not built by :func:`create_app` (a Rekor frontend's proxy)."""
+    return _FastRoutes(app, service_name, routes)
 
 
 def _sigstack_error(service_name: str, exc: SigstackError) -> Response:

@@ -51,7 +51,7 @@ GRACE_PERIOD = 5
 MAX_CONNECTIONS = 4096
 
 
-class _QuietServer(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to the supervisor."""
 
     @contextlib.contextmanager
@@ -59,8 +59,13 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def bind_socket(service: str, host: str, port: int) -> socket.socket:
-    """A listening TCP socket for ``service`` on host:port, or a ConfigError saying why not."""
+def bind_socket(service: str, host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket for ``service`` on host:port, or a ConfigError saying why not.
+
+    With ``reuse_port`` other sockets of this user may listen on the same port too
+    (``SO_REUSEPORT``): the kernel spreads new connections over them (Rekor's
+    frontend processes, :mod:`sigstack.stack.frontend`).
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -73,6 +78,8 @@ def bind_socket(service: str, host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socktype, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(2048)
         sock.setblocking(False)
@@ -87,11 +94,28 @@ def bind_socket(service: str, host: str, port: int) -> socket.socket:
     return sock
 
 
+def server_config(app: ASGIApp, *, access_log: bool) -> uvicorn.Config:
+    """How every sigstack HTTP server runs (in this process or a Rekor frontend)."""
+    return uvicorn.Config(
+        app,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACE_PERIOD,
+        server_header=False,
+        # Only the access log shows the client address that X-Forwarded-For rewrites;
+        # without it, that middleware is per-request work for nothing.
+        proxy_headers=access_log,
+        limit_concurrency=MAX_CONNECTIONS,
+        http=BoundedHttpToolsProtocol,  # see the module docstring
+    )
+
+
 @dataclass
 class _Running:
     name: str
     url: str
-    server: _QuietServer
+    server: QuietServer
     task: asyncio.Task[None]
     sock: socket.socket
     depends_on: frozenset[str]
@@ -124,27 +148,14 @@ class Supervisor:
         if unknown:
             raise Unavailable(f"{name} depends on {', '.join(sorted(unknown))}, not started yet")
         started_at = time.perf_counter()
-        config = uvicorn.Config(
-            app,
-            log_level="info" if self._access_log else "warning",
-            access_log=self._access_log,
-            lifespan="on",
-            timeout_graceful_shutdown=GRACE_PERIOD,
-            server_header=False,
-            # Only the access log shows the client address that X-Forwarded-For rewrites;
-            # without it, that middleware is per-request work for nothing.
-            proxy_headers=self._access_log,
-            limit_concurrency=MAX_CONNECTIONS,
-            http=BoundedHttpToolsProtocol,  # see the module docstring
-        )
-        server = _QuietServer(config)
+        server = QuietServer(server_config(app, access_log=self._access_log))
         task = asyncio.create_task(self._serve(server, sock), name=f"serve-{name}")
         self._running.append(_Running(name, url, server, task, sock, deps))
         await self._wait_healthy(name, url, task)
         return time.perf_counter() - started_at
 
     @staticmethod
-    async def _serve(server: _QuietServer, sock: socket.socket) -> None:
+    async def _serve(server: QuietServer, sock: socket.socket) -> None:
         try:
             await server.serve(sockets=[sock])
         except SystemExit as exc:  # uvicorn exits on lifespan startup failure

@@ -34,7 +34,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from sigstore_models.intoto import Envelope
@@ -47,7 +47,7 @@ from sigstack.core import keys, pki
 from sigstack.core.encoding import b64, canonical_json
 from sigstack.core.errors import ConfigError, InvalidRequest, NotFound, VerificationError
 from sigstack.core.offload import run_check
-from sigstack.log.engine import Checkpoint, Entry, TransparencyLog
+from sigstack.log.engine import Checkpoint, Entry, Integrated, TransparencyLog
 from sigstack.services.rekor import dsse
 
 log = logging.getLogger("sigstack.rekor")
@@ -58,20 +58,27 @@ DSSE = "dsse"
 _HASH_NAMES = {"sha256": "SHA2_256", "sha384": "SHA2_384", "sha512": "SHA2_512"}
 
 
-class RekorService:
-    """Rekor v2 over a ``TransparencyLog`` whose checkpoints carry ``log_id``'s key."""
+class EntryLog(Protocol):
+    """What Rekor's write path needs of a log: :meth:`TransparencyLog.add`."""
 
-    def __init__(self, log: TransparencyLog, log_id: bytes) -> None:
+    async def add(self, entry: Entry) -> Integrated: ...
+
+
+class RekorWriter:
+    """Rekor v2's write path: validate a request, log it on ``log``, answer with a proof.
+
+    ``log`` is the :class:`TransparencyLog` itself, or in a frontend process the
+    channel to the process that holds it (:mod:`sigstack.stack.logchannel`).
+    """
+
+    def __init__(self, log: EntryLog, log_id: bytes) -> None:
         if len(log_id) != 32:
             raise ConfigError("a Rekor v2 log ID is 32 bytes")
-        self._log = log
+        self._writes_to = log
+        self.log_id = log_id
         self._log_id_b64 = b64(log_id)
         # The last answer's checkpoint, and the JSON before and after its proof hashes.
         self._cp_json: tuple[Checkpoint | None, str, str] = (None, "", "")
-
-    @property
-    def transparency_log(self) -> TransparencyLog:
-        return self._log
 
     async def create_entry(self, raw_body: bytes) -> dict[str, Any]:
         """Validate, log and answer a ``CreateEntryRequest`` (see the module docstring)."""
@@ -86,7 +93,7 @@ class RekorService:
         answer is encoded once per checkpoint, not once per entry.
         """
         kind, canonical = await self._checked_entry(raw_body)
-        result = await self._log.add(Entry(leaf=canonical, dedup=True))
+        result = await self._writes_to.add(Entry(leaf=canonical, dedup=True))
         cp = result.checkpoint
         answered, head, tail = self._cp_json  # one read: another thread may replace it
         if answered is not cp:
@@ -112,6 +119,18 @@ class RekorService:
         """:meth:`canonical_entry`, verifying the request's signatures off this thread."""
         kind, verified_entry = _parse(raw_body)
         return kind, canonical_json(await run_check(verified_entry))
+
+
+class RekorService(RekorWriter):
+    """Rekor v2 over a ``TransparencyLog`` whose checkpoints carry ``log_id``'s key."""
+
+    def __init__(self, log: TransparencyLog, log_id: bytes) -> None:
+        super().__init__(log, log_id)
+        self._log = log
+
+    @property
+    def transparency_log(self) -> TransparencyLog:
+        return self._log
 
     def checkpoint(self) -> bytes:
         """The latest signed checkpoint (C2SP signed note)."""
