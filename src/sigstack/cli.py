@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state_options(up)
     _add_network_options(up)
     up.add_argument("--verbose", "-v", action="store_true", help="log requests and details")
+    up.add_argument(
+        "--rekor-frontends",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve Rekor's port from N more processes beside this one; they verify "
+        "entries and hand them to this process, the only one that sequences and signs "
+        "the log: more cores for Rekor (default 0)",
+    )
 
     init = sub.add_parser("init", help="create the state if absent (or verify it) and exit")
     _add_state_options(init)

@@ -40,8 +40,11 @@ class StackProcess:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
-    def start(self, extra_env: dict[str, str] | None = None) -> None:
-        """Start `sigstack up`; ``extra_env`` is added to the stack's environment only."""
+    def start(
+        self, extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        """Start `sigstack up`; ``extra_env`` is added to the stack's environment only,
+        ``extra_args`` to its command line."""
         args = [
             sys.executable,
             "-m",
@@ -54,6 +57,7 @@ class StackProcess:
         ]
         for service, port in self.ports.items():
             args += [f"--{service}-port", str(port)]
+        args += extra_args
         started = time.monotonic()
         self.output = []
         self.proc = subprocess.Popen(

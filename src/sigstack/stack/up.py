@@ -12,7 +12,9 @@
    config changed (ports moved), renew near-expiry metadata; build every service's
    configuration, then open the logs;
 5. start the services in dependency order, each gated on its health check:
-   oidc, ctlog, fulcio (calls the CT log), rekor, tsa, tuf;
+   oidc, ctlog, fulcio (calls the CT log), rekor, tsa, tuf; with
+   ``--rekor-frontends N``, N more processes then serve Rekor's port beside this
+   one (:mod:`sigstack.stack.frontend`);
 6. write the client files and say where everything is;
 7. serve until SIGINT/SIGTERM, renewing TUF metadata on schedule; then stop the
    services (dependents first) and close the logs (pending entries are flushed).
@@ -79,6 +81,7 @@ from sigstack.services.tuf import TufRepository
 from sigstack.services.tuf import create_app as tuf_app
 from sigstack.stack import bootstrap, trust
 from sigstack.stack.config import SERVICES, Endpoints
+from sigstack.stack.frontend import FrontendPool, FrontendSpec
 from sigstack.stack.state import StateDir, resolve_passphrase
 from sigstack.stack.supervisor import Supervisor, bind_socket
 
@@ -90,6 +93,7 @@ ISSUERS_FILE = "fulcio-issuers.json"
 # Which services call which over HTTP: they stop after their callers.
 DEPENDS_ON: Mapping[str, tuple[str, ...]] = {"fulcio": ("ctlog",)}
 NOFILE_TARGET = 65536
+MAX_REKOR_FRONTENDS = 64
 
 
 @contextlib.contextmanager
@@ -236,11 +240,18 @@ class Services:
     """The opened services of one stack, their ASGI apps in start order, and their closing."""
 
     def __init__(
-        self, oidc: OIDCIssuer, apps: dict[str, ASGIApp], closers: contextlib.AsyncExitStack
+        self,
+        oidc: OIDCIssuer,
+        apps: dict[str, ASGIApp],
+        closers: contextlib.AsyncExitStack,
+        rekor: RekorService,
+        rekor_app: ASGIApp,
     ) -> None:
         self.oidc = oidc
         self.apps = apps
         self._closers = closers
+        self.rekor = rekor
+        self.rekor_app = rekor_app  # without its Host guard (a private listener adds its own)
 
     async def close(self) -> None:
         """Close the logs (flushing pending entries) and HTTP clients. Idempotent."""
@@ -311,20 +322,69 @@ async def open_services(
             ct_submitter,
             TokenVerifier.from_config(fulcio_config),
         )
+        rekor = RekorService(rekor_log, rekor_signer.verifier().key_id)
         apps: dict[str, ASGIApp] = {
             "oidc": oidc_app(issuer),
             "ctlog": ctlog_app(ctlog),
             "fulcio": fulcio_app(fulcio),
-            "rekor": create_rekor_app(
-                RekorService(rekor_log, rekor_signer.verifier().key_id), rekor_v1
-            ),
+            "rekor": create_rekor_app(rekor, rekor_v1),
             "tsa": tsa_app(tsa),
             "tuf": tuf_app(repo),
         }
         guarded: dict[str, ASGIApp] = {
             name: HostGuard(app, allowed_hosts(endpoints, name)) for name, app in apps.items()
         }
-        return Services(issuer, guarded, opened.pop_all())
+        return Services(issuer, guarded, opened.pop_all(), rekor, apps["rekor"])
+
+
+def rekor_frontends(args: argparse.Namespace) -> int:
+    """How many frontend processes serve Rekor's port (``--rekor-frontends``, default 0)."""
+    count = getattr(args, "rekor_frontends", None)
+    if count is None:
+        return 0
+    if not 0 <= count <= MAX_REKOR_FRONTENDS:
+        raise ConfigError(
+            f"--rekor-frontends must be 0..{MAX_REKOR_FRONTENDS} processes, not {count}"
+        )
+    return int(count)
+
+
+async def start_rekor_frontends(
+    supervisor: Supervisor,
+    services: Services,
+    endpoints: Endpoints,
+    frontends: int,
+    verbose: bool,
+) -> tuple[float, FrontendPool]:
+    """Serve Rekor from ``frontends`` more processes (:mod:`sigstack.stack.frontend`).
+
+    They share the public port with this process, and forward what they do not
+    answer themselves to this process's Rekor app on a private listener on a free
+    loopback port (forwarding to the public port could land on a frontend again).
+    Returns the seconds it took and the started pool.
+    """
+    started = time.perf_counter()
+    sock = bind_socket("rekor", endpoints.host, 0)
+    port = sock.getsockname()[1]
+    upstream = f"http://{endpoints.url_host}:{port}"
+    allowed = allowed_hosts(endpoints, "rekor")
+    private = HostGuard(services.rekor_app, [*allowed, f"{endpoints.url_host}:{port}"])
+    await supervisor.start("rekor-private", private, sock, upstream)
+    spec = FrontendSpec(
+        host=endpoints.host,
+        port=endpoints.ports["rekor"],
+        upstream=upstream,
+        log_id=services.rekor.log_id,
+        allowed_hosts=tuple(allowed),
+        verbose=verbose,
+    )
+    pool = FrontendPool(services.rekor.transparency_log, spec, frontends)
+    try:
+        await pool.start()
+    except BaseException:
+        await pool.stop()
+        raise
+    return time.perf_counter() - started, pool
 
 
 def _close_all(sockets: Mapping[str, socket.socket]) -> None:
@@ -350,8 +410,15 @@ async def run_up(args: argparse.Namespace) -> int:
             endpoints = resolve_endpoints(state, args)
             sockets: dict[str, socket.socket] = {}  # each is handed to its server when started
             resources.callback(_close_all, sockets)
+            frontends = rekor_frontends(args)
             for service in SERVICES:
-                sockets[service] = bind_socket(service, endpoints.host, endpoints.ports[service])
+                # With frontends, Rekor's port is shared with them (SO_REUSEPORT).
+                sockets[service] = bind_socket(
+                    service,
+                    endpoints.host,
+                    endpoints.ports[service],
+                    reuse_port=service == "rekor" and frontends > 0,
+                )
 
             passphrase = resolve_passphrase(getattr(args, "passphrase_file", None))
             material, created = await asyncio.to_thread(
@@ -385,6 +452,17 @@ async def run_up(args: argparse.Namespace) -> int:
                     DEPENDS_ON.get(service, ()),
                 )
                 console.print(f"✓ {service:<7} {endpoints.url(service)}  ({took * 1000:.0f} ms)")
+                if service == "rekor" and frontends:
+                    verbose = getattr(args, "verbose", False)
+                    took, pool = await start_rekor_frontends(
+                        supervisor, services, endpoints, frontends, verbose
+                    )
+                    resources.push_async_callback(pool.stop)  # stopped before the servers
+                    pids = ", ".join(str(pid) for pid in pool.pids)
+                    console.print(
+                        f"✓ {service:<7} and {frontends} frontend processes (pid {pids}, "
+                        f"{took * 1000:.0f} ms)"
+                    )
             else:
                 root = trusted.repo.latest_root_bytes()
                 write_client_files(state, endpoints, root, trusted.targets, services.oidc)
