@@ -66,8 +66,20 @@ def test_bench_rekor_loads_a_throwaway_stack_and_verifies_proofs() -> None:
     assert figures["checkpoints_read"] > 0
     assert figures["proof_failures"] == 0 and figures["failures"] == []
     assert figures["log_size"] >= figures["writes_acknowledged"]
-    assert figures["server_pid"] > 0
+    assert figures["server_pid"] > 0 and figures["server_processes"] == 1
     assert figures["server_cpu_percent"] > 0 and figures["generator_cpu_percent"] > 0
+    assert 0 < figures["server_rss_mib"] <= figures["server_peak_rss_mib"]
+
+
+def test_bench_rekor_with_frontends_measures_every_server_process() -> None:
+    figures = _bench(
+        "rekor", "--duration", "2", "--rate", "100", "--writers", "16", "--rekor-frontends", "1"
+    )
+    assert figures["server_processes"] == 2
+    assert figures["writes_acknowledged"] > 0 and figures["errors"] == 0
+    assert figures["proofs_verified"] > 0 and figures["proof_failures"] == 0
+    assert figures["log_size"] >= figures["writes_acknowledged"]
+    assert figures["server_cpu_percent"] > 0
     assert 0 < figures["server_rss_mib"] <= figures["server_peak_rss_mib"]
 
 

@@ -164,6 +164,14 @@ def add_rekor_parser(sub: Any) -> argparse.ArgumentParser:
         help="with --url: trust_config.json or trusted_root.json with the log's key, so "
         "readers verify checkpoint signatures (default: signatures unchecked)",
     )
+    p.add_argument(
+        "--rekor-frontends",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start the throw-away stack with `sigstack up --rekor-frontends N`: N more "
+        "processes serve Rekor's port beside its main process (default 0)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of the readers' random picks")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p

@@ -51,8 +51,10 @@ class ThrowawayStack:
         data_dir: Path,
         ports: dict[str, int] | None = None,
         env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
+        self.extra_args = extra_args
         self.ports = ports or dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
         self.env = env
         self.proc: subprocess.Popen[str] | None = None
@@ -77,6 +79,7 @@ class ThrowawayStack:
         args = [sys.executable, "-m", "sigstack", "up", "--data-dir", str(self.data_dir)]
         for service, port in self.ports.items():
             args += [f"--{service}-port", str(port)]
+        args += self.extra_args
         started = time.perf_counter()
         self.output = []
         self.proc = subprocess.Popen(
@@ -157,22 +160,68 @@ def read_memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
+def child_pids(pid: int) -> list[int]:
+    """The child processes of ``pid`` (``/proc/<pid>/task/*/children``; [] if unreadable)."""
+    children: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a stack's Rekor frontends are its children)."""
+    return [pid, *child_pids(pid)]
+
+
+def tree_memory_kib(pid: int) -> dict[str, int]:
+    """:func:`read_memory_kib` summed over ``pid`` and its children."""
+    total: dict[str, int] = {}
+    for member in process_tree(pid):
+        for key, value in read_memory_kib(member).items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
 class ProcessMeter:
-    """CPU use of a process over a window, as a percentage of one core."""
+    """CPU use of a process and its children over a window, as a percentage of one
+    core (above 100: more than one core busy)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._cpu0: float | None = None
+        self._cpu0: dict[int, float] = {}
         self._wall0 = 0.0
+        self.processes = 0
+        """Processes measured (the last reading)."""
+
+    def _readings(self) -> dict[int, float]:
+        readings = {}
+        for member in process_tree(self.pid):
+            cpu = read_cpu_seconds(member)
+            if cpu is not None:
+                readings[member] = cpu
+        return readings
 
     def start(self) -> None:
-        self._cpu0 = read_cpu_seconds(self.pid)
+        self._cpu0 = self._readings()
         self._wall0 = time.monotonic()
 
     def cpu_percent(self) -> float | None:
-        """CPU% since ``start()`` (100 = one core busy), or None if unreadable."""
-        cpu = read_cpu_seconds(self.pid)
+        """CPU% since ``start()`` (100 = one core busy), or None if unreadable.
+
+        A child that started during the window counts with all its CPU; one that
+        ended during it counts with none (its time is no longer readable).
+        """
+        readings = self._readings()
         wall = time.monotonic() - self._wall0
-        if cpu is None or self._cpu0 is None or wall <= 0:
+        self.processes = len(readings)
+        if self.pid not in readings or self.pid not in self._cpu0 or wall <= 0:
             return None
-        return round((cpu - self._cpu0) / wall * 100, 1)
+        used = sum(cpu - self._cpu0.get(member, 0.0) for member, cpu in readings.items())
+        return round(used / wall * 100, 1)

@@ -37,8 +37,12 @@ What it measures
   stderr and the command exits 1.
 * **CPU and memory.** Server CPU as % of one core from ``/proc/<pid>/stat``
   (utime + stime) over the window, server ``VmRSS`` and ``VmHWM`` at the end,
-  and the generator's own CPU %. With ``--url`` the server figures need
-  ``--server-pid``.
+  and the generator's own CPU %. The server figures are summed over the server
+  process and its children (the Rekor frontends of ``--rekor-frontends``; how many
+  processes were measured is ``server_processes``). With ``--url`` the server
+  figures need ``--server-pid``.
+* **Frontends.** ``--rekor-frontends N`` starts the throw-away stack with N more
+  processes serving Rekor's port (:mod:`sigstack.stack.frontend`).
 
 Entries are signed before the window (:mod:`sigstack.ops.bench.entries`), all
 distinct; the HTTP client is :mod:`sigstack.ops.bench.httpclient` (see there for
@@ -84,7 +88,7 @@ from sigstack.ops.bench.options import (
     REKOR_READERS,
     REKOR_WRITERS,
 )
-from sigstack.ops.bench.procs import ProcessMeter, ThrowawayStack, read_memory_kib
+from sigstack.ops.bench.procs import ProcessMeter, ThrowawayStack, tree_memory_kib
 from sigstack.ops.bench.report import host_speed, percentile_ms, print_table
 from sigstack.ops.bench.tlog import (
     LogClient,
@@ -130,6 +134,7 @@ REPORT_KEYS = (
     "failures",
     "log_size",
     "server_pid",
+    "server_processes",
     "server_cpu_percent",
     "server_rss_mib",
     "server_peak_rss_mib",
@@ -278,6 +283,7 @@ class LoadGenerator:
         self._queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
         self._next_read = 0.0
         self._host_speed = 0
+        self._meter: ProcessMeter | None = None
 
     async def run(self) -> dict[str, Any]:
         cfg, st = self.config, self.state
@@ -285,7 +291,7 @@ class LoadGenerator:
         writers = [RekorClient(cfg.url) for _ in range(cfg.writers)]
         readers = [RekorClient(cfg.url) for _ in range(cfg.readers)]
         await asyncio.gather(*(c.connect() for c in writers + readers))
-        meter = ProcessMeter(cfg.server_pid) if cfg.server_pid else None
+        self._meter = meter = ProcessMeter(cfg.server_pid) if cfg.server_pid else None
         if meter:
             meter.start()
         cpu0 = time.process_time()
@@ -446,7 +452,7 @@ class LoadGenerator:
     ) -> dict[str, Any]:
         cfg, st = self.config, self.state
         lat = sorted(st.latencies)
-        memory = read_memory_kib(cfg.server_pid) if cfg.server_pid else {}
+        memory = tree_memory_kib(cfg.server_pid) if cfg.server_pid else {}
         if late_drained:
             st.error(f"{late_drained} writers still waiting {DRAIN_TIMEOUT:.0f}s after the window")
         report: dict[str, Any] = {
@@ -477,6 +483,7 @@ class LoadGenerator:
             "failures": st.failures[:ERROR_SAMPLES],
             "log_size": log_size,
             "server_pid": cfg.server_pid,
+            "server_processes": self._meter.processes if self._meter else None,
             "server_cpu_percent": server_cpu,
             "server_rss_mib": round(memory["VmRSS"] / 1024, 1) if "VmRSS" in memory else None,
             "server_peak_rss_mib": round(memory["VmHWM"] / 1024, 1) if "VmHWM" in memory else None,
@@ -505,13 +512,16 @@ def run_rekor_bench(args: argparse.Namespace) -> int:
         "pool": args.pool,
         "seed": args.seed,
     }
+    if args.url and args.rekor_frontends:
+        raise InvalidRequest("--rekor-frontends starts a throw-away stack: not with --url")
     if args.url:
         key = LogKey.from_trust_config(args.trust_config, args.url) if args.trust_config else None
         config = LoadConfig(args.url, key=key, server_pid=args.server_pid, **options)
         report = asyncio.run(_load(config))
     else:
         with tempfile.TemporaryDirectory(prefix="sigstack-bench-") as tmp:
-            stack = ThrowawayStack(Path(tmp) / "state")
+            frontends = ("--rekor-frontends", str(args.rekor_frontends))
+            stack = ThrowawayStack(Path(tmp) / "state", extra_args=frontends)
             stack.start()
             try:
                 key = LogKey.from_trust_config(
