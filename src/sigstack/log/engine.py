@@ -127,8 +127,10 @@ looks each tile up once, not once per node.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -577,7 +579,11 @@ class TransparencyLog:
     ``signer`` signs checkpoints; ``verifier`` must verify them (checked at
     ``open()``) and is used to verify the stored checkpoint. ``cache_tiles`` is
     the number of expanded level-0 tiles kept for proof generation (about 45 KiB
-    each), ``cache_upper_tiles`` the same for the tiles above level 0.
+    each), ``cache_upper_tiles`` the same for the tiles above level 0; full tiles
+    the storage keeps in a tile pack are read from the pack, not cached.
+    ``check_packs`` (default on) has the packs loaded and their records checked
+    against their parent tiles in the background after ``open()``, instead of on
+    each record's first use by a proof.
     ``index_keys`` gives a stored bundle record's search keys (beyond the leaf
     hash every entry is indexed under); it must be a pure function of the record,
     since the index is rebuilt from the bundles when it is missing.
@@ -602,6 +608,7 @@ class TransparencyLog:
         shared: SharedQueue | None = None,
         cluster: ClusterPolicy | None = None,
         on_role: RoleCallback | None = None,
+        check_packs: bool = True,
     ) -> None:
         format_checkpoint(origin, 0, EMPTY_ROOT)  # validates the origin
         self._storage = storage
@@ -612,6 +619,8 @@ class TransparencyLog:
         self._cache = _TileCache(cache_tiles, cache_upper_tiles)
         self._packs: dict[int, TilePack | None] = {}  # tile level -> storage.tile_pack(level)
         self._pack_ok: dict[int, bytearray] = {}  # tile level -> bit per record checked
+        self._check_packs = check_packs
+        self._pack_thread: threading.Thread | None = None
         # (size, level, index) -> hash of an incomplete right subtree (_right_subtree).
         self._right_nodes: dict[tuple[int, int, int], bytes] = {}
         self._index_keys = index_keys
@@ -721,6 +730,7 @@ class TransparencyLog:
         )
         self._thread.start()
         self._started = True
+        self._start_pack_check(current.size)
         _log.info("log %s opened at size %d", self._origin, current.size)
 
     def close(self, timeout: float | None = None) -> None:
@@ -744,6 +754,8 @@ class TransparencyLog:
             if thread.is_alive():
                 _log.warning("log %s: sequencer still busy after close timeout", self._origin)
                 return
+        if self._pack_thread is not None:
+            self._pack_thread.join(timeout)  # it stops within one group of records
         with self._cond:
             if self._closed:
                 return
@@ -1002,15 +1014,17 @@ class TransparencyLog:
     ) -> _Tile:
         """Tile ``(tile_level, tile_index)`` as the tree of ``size`` has it, for node
         ``wanted`` (named in the error if the tree has no such tile)."""
-        # A cache hit builds no TileRef: this runs for every tile of every proof.
+        # A hit builds no TileRef: this runs for every tile of every proof. A full
+        # tile comes from the storage's pack when it has one (held in memory, as
+        # cheap as a cache hit), so the cache keeps the tiles a pack does not hold.
         width = tile_width(tile_level, tile_index, size)
-        tile = self._cache.get((tile_level, tile_index, width)) if width > 0 else None
-        if tile is not None:
-            return tile
         if width == TILE_WIDTH:
             tile = self._packed(tile_level, tile_index, size)
             if tile is not None:
                 return tile
+        tile = self._cache.get((tile_level, tile_index, width)) if width > 0 else None
+        if tile is not None:
+            return tile
         try:
             ref = tile_for(tile_level, tile_index, size)
         except InvalidRequest as exc:
@@ -1082,6 +1096,76 @@ class TransparencyLog:
             self._right_nodes[key] = found
         return found
 
+    def _pack(self, level: int) -> TilePack | None:
+        if level not in self._packs:
+            self._packs[level] = self._storage.tile_pack(level)
+        return self._packs[level]
+
+    def _start_pack_check(self, size: int) -> None:
+        """Start :meth:`_prepare_packs` for the tree of ``size`` if the storage packs tiles."""
+        if not self._check_packs or size < TILE_WIDTH or self._pack(0) is None:
+            return
+        self._pack_thread = threading.Thread(
+            target=self._prepare_packs,
+            args=(size,),
+            name=f"sigstack-log-packs[{self._origin}]",
+            daemon=True,
+        )
+        self._pack_thread.start()
+
+    def _prepare_packs(self, size: int) -> None:
+        """In the background after ``open()``: have each tile pack loaded into memory
+        (``TilePack.load``), then check the root of every full tile's record in it
+        against the parent tile, 256 records per parent, and remember them as
+        checked: otherwise the first proof through each record pays that hash and
+        the parent lookup on the request path (on a log of 10 million entries, the
+        first tens of thousands of random proofs). Records it cannot check (none,
+        or a root the parent does not record) are left to the check on first use,
+        which falls back to the objects. Runs at a lower priority; stops at close.
+        """
+        with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            levels = 0
+            while size >> (TILE_HEIGHT * (levels + 1)):  # levels with a full tile
+                levels += 1
+            for level in reversed(range(levels)):  # parents before their children
+                pack = self._pack(level)
+                if pack is None:
+                    continue
+                while not pack.load(0.1):
+                    if self._closing:
+                        return
+                full = size >> (TILE_HEIGHT * (level + 1))
+                for parent in range(-(-full >> TILE_HEIGHT)):
+                    if self._closing:
+                        return
+                    self._check_records(pack, level, parent, full, size)
+        except Exception as exc:  # only speed is at stake: proofs check records anyway
+            _log.warning("log %s: checking the tile packs stopped: %s", self._origin, exc)
+
+    def _check_records(self, pack: TilePack, level: int, parent: int, full: int, size: int) -> None:
+        """Check and mark the records of level ``level`` under tile ``parent`` of the
+        level above (at most 256; ``full`` is the level's count of full tiles)."""
+        row = self._tile_at(
+            level + 1, parent, size, (TILE_HEIGHT * (level + 1), parent << TILE_HEIGHT)
+        ).sublevel(0)
+        checked = self._pack_ok.setdefault(level, bytearray())
+        first = parent << TILE_HEIGHT
+        last = min(full, first + TILE_WIDTH)
+        if (last - 1) >> 3 >= len(checked):
+            checked.extend(bytes(((last - 1) >> 3) + 1 - len(checked) + 4096))
+        pair = _PACKED_OFFSETS[TILE_HEIGHT - 1]
+        for index in range(first, last):
+            if checked[index >> 3] & 1 << (index & 7):
+                continue
+            found = pack.record(index)
+            if found is None:
+                continue
+            at = (index - first) * HASH_SIZE
+            if _pair_hash(found[0], found[1] + pair) == row[at : at + HASH_SIZE]:
+                checked[index >> 3] |= 1 << (index & 7)
+
     def _packed(self, level: int, index: int, size: int) -> _Tile | None:
         """Full tile ``(level, index)`` read in place from the storage's tile pack, or
         None (no pack, no valid record, or a record whose root the parent tile does
@@ -1091,9 +1175,7 @@ class TransparencyLog:
         proof asks for them. A record's root is checked against the parent tile the
         first time the record is used (one hash), then remembered as checked.
         """
-        if level not in self._packs:
-            self._packs[level] = self._storage.tile_pack(level)
-        pack = self._packs[level]
+        pack = self._packs[level] if level in self._packs else self._pack(level)
         if pack is None:
             return None
         found = pack.record(index)
@@ -1110,7 +1192,6 @@ class TransparencyLog:
             if not self._parent_records(level, index, size, root):
                 return None
             checked[byte] |= bit
-        self._cache.put((level, index, TILE_WIDTH), tile)
         return tile
 
     def _tile(self, ref: TileRef, size: int) -> _Tile:

@@ -11,9 +11,10 @@ Tile packs: the inner nodes of full tile ``N`` at level ``L`` are stored, with a
 copy of the tile, as record ``N`` of ``<root>/.inner-<L>.pack``: 16,384 bytes at
 offset ``N * 16384`` (the tile's 8,192 bytes, the 8,128 bytes of inner nodes, then
 a trailer naming the level and index). The engine reads proof nodes straight from
-a read-only mapping of the pack (``tile_pack``: see :class:`_MappedPack`) instead
-of opening and reading two files per tile its cache misses, which was most of the
-price of a random proof on a large log; ``get_many([tile/<L>/<N>, inner/<L>/<N>])``
+the pack (``tile_pack``: see :class:`_MappedPack`), held in process memory up to
+``resident_bytes`` (default :data:`RESIDENT_PACK_BYTES`) and read through a mapping
+of the file beyond that, instead of opening and reading two files per tile its
+cache misses, which was most of the price of a random proof on a large log; ``get_many([tile/<L>/<N>, inner/<L>/<N>])``
 answers both from one ``pread`` of the record. ``put_many`` writes an inner-nodes object as a
 record when the tile is in the same call (as the engine writes them) or already
 stored, else as the file ``inner/<L>/<N>``; ``get`` prefers a valid record, then the
@@ -74,6 +75,7 @@ dotfiles (locks, the high-water mark) must be kept.
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import struct
@@ -87,6 +89,7 @@ from sigstack.core.errors import Conflict, StateError, StorageError
 from sigstack.core.tiles import (
     FULL_TILE_BYTES,
     INNER_NODES_BYTES,
+    TILE_HEIGHT,
     parse_inner_nodes_path,
     tile_path,
 )
@@ -109,6 +112,8 @@ from sigstack.log.storage import (
     validate_index_rows,
     validate_key,
 )
+
+_log = logging.getLogger(__name__)
 
 _FILE_MODE = 0o644
 _DIR_MODE = 0o755
@@ -199,23 +204,74 @@ def _write_checkpoint(path: Path, mark: Path, data: bytes) -> None:
             unlink_quietly(tmp)
 
 
-class _MappedPack(TilePack):
-    """A tile pack read through a read-only shared mapping of the whole file.
+_CHUNK_SHIFT = 8  # a chunk held in memory is 256 records (4 MiB)
+RESIDENT_PACK_BYTES = 1 << 30
+"""Default memory for the resident copy of a log's level-0 tile pack: 1 GiB holds
+the records of 16.7 million entries (64 bytes each); see :class:`_MappedPack`."""
 
-    Writes go through ``pwrite`` on the same file, so the mapping sees records
-    rewritten in place; a record beyond the mapped length (the pack grew) maps the
-    file again. The pack is only ever extended, never truncated, by sigstack: a
-    file truncated by hand while mapped would make the next read of a lost page
-    fail with SIGBUS (the process dies; no wrong data is served).
+
+class _Chunk:
+    """Records ``256 n .. 256 n + 255`` of a pack in anonymous memory, and which of
+    them name themselves (are valid)."""
+
+    __slots__ = ("data", "valid")
+
+    def __init__(self, records: int) -> None:
+        self.data = mmap.mmap(-1, records * _RECORD)  # pages are allocated when written
+        with contextlib.suppress(AttributeError, OSError):  # Linux: fewer TLB misses
+            self.data.madvise(mmap.MADV_HUGEPAGE)
+        self.valid = bytearray(records)
+
+
+class _MappedPack(TilePack):
+    """A tile pack held in process memory, read through a mapping of the file where
+    it is not (yet).
+
+    Proofs read a pack at random: on a large log most of their reads touch a record
+    no proof touched for minutes, and a page cache under pressure (or one the host
+    trims, as virtual machines' often are) has dropped it, so a proof waited for
+    the disk. The pack is therefore copied, 256 records (4 MiB) at a time, into
+    anonymous memory that the kernel cannot drop (it is only ever swapped): a
+    background thread at low priority loads it from the newest records to the
+    oldest, starting when the first record is asked for, until ``limit`` chunks
+    are held (then the oldest chunk is dropped whenever the writer starts a new
+    one, so the newest records stay resident). Records not held are read through
+    a read-only shared mapping of the whole file, mapped again when the file grew.
+
+    Consistency with the file: loading a chunk reads the file under the pack's
+    lock, and ``written`` (called by the writer after its ``pwrite``) copies each
+    record into its chunk if the chunk is held, under the same lock; so a held
+    record is never older than the file's once ``written`` returned. The pack is
+    only ever extended, never truncated, by sigstack: a file truncated by hand
+    while mapped would make the next read of a lost page fail with SIGBUS (the
+    process dies; no wrong data is served).
     """
 
-    def __init__(self, storage: FilesystemStorage, level: int) -> None:
+    def __init__(self, storage: FilesystemStorage, level: int, limit: int) -> None:
         self._storage = storage
         self._level = level
         self._map: mmap.mmap | None = None
         self._lock = threading.Lock()
+        self._shift = _CHUNK_SHIFT
+        self._mask = (1 << _CHUNK_SHIFT) - 1
+        self._limit = limit  # chunks held at most
+        self._chunks: list[_Chunk | None] = []  # by chunk number
+        self._held = 0
+        self._lowest = 0  # no chunk below this number is held
+        self._started = False  # the background load was asked for
+        self._warming: threading.Thread | None = None
+        self._top: int | None = None  # chunks the warmer loads: those below this number
+        self._closed = False
 
     def record(self, index: int) -> tuple[PackBuffer, int] | None:
+        number = index >> self._shift
+        chunks = self._chunks
+        if number < len(chunks):
+            chunk = chunks[number]
+            if chunk is not None and chunk.valid[index & self._mask]:
+                return chunk.data, (index & self._mask) * _RECORD
+        if not self._started:
+            self._start_warming()
         start = index * _RECORD
         mapped = self._map
         if mapped is None or start + _RECORD > len(mapped):
@@ -225,6 +281,109 @@ class _MappedPack(TilePack):
         if not _names_itself(mapped, start, self._level, index):
             return None
         return mapped, start
+
+    def resident(self) -> int:
+        """How many records' chunks are held in memory (for tests and figures)."""
+        return self._held << self._shift
+
+    def load(self, timeout: float) -> bool:
+        if not self._started:
+            self._start_warming()
+        thread = self._warming
+        if thread is None:
+            return True  # nothing to hold (no budget) or closed
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def close(self) -> None:
+        """Stop loading; held chunks stay valid for whoever holds a buffer. (No lock:
+        the storage calls this holding its pack lock, which ``_remap`` takes inside
+        this pack's; the load checks the flag before each chunk.)"""
+        self._closed = True
+
+    def written(self, fd: int, indexes: Sequence[int]) -> None:
+        """The writer stored records ``indexes`` through ``fd``: copy them into the
+        chunks held, and hold new chunks beyond what the background load covers."""
+        if self._warming is None:
+            return  # nothing is held and nothing is being loaded
+        with self._lock:
+            if self._closed or self._top is None:
+                return  # the load has not looked at the file yet: it will see these
+            for index in sorted(indexes):
+                number, slot = index >> self._shift, index & self._mask
+                chunk = self._chunks[number] if number < len(self._chunks) else None
+                if chunk is not None:
+                    with memoryview(chunk.data) as view:
+                        place = view[slot * _RECORD : (slot + 1) * _RECORD]
+                        got = _read_fully(fd, place, index * _RECORD)
+                        place.release()
+                    chunk.valid[slot] = got == _RECORD and _names_itself(
+                        chunk.data, slot * _RECORD, self._level, index
+                    )
+                elif number >= self._top:
+                    self._load(fd, number)
+
+    def _start_warming(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            if self._closed or self._limit <= 0:
+                return
+            self._warming = threading.Thread(
+                target=self._warm, name=f"sigstack-pack-{self._level}", daemon=True
+            )
+            self._warming.start()
+
+    def _warm(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        path = self._storage.root / _pack_name(self._level)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = -1  # no pack yet: the writer holds the chunks it starts
+        except OSError as exc:
+            _log.warning("not loading %s into memory: %s", path, exc.strerror or exc)
+            return
+        try:
+            with self._lock:
+                records = -(-os.fstat(fd).st_size // _RECORD) if fd >= 0 else 0
+                self._top = -(-records >> self._shift)
+                top = self._top
+            for number in range(top - 1, -1, -1):
+                with self._lock:
+                    if self._closed or self._held >= self._limit:
+                        return
+                    if number >= len(self._chunks) or self._chunks[number] is None:
+                        self._load(fd, number)
+        except OSError as exc:
+            _log.warning("stopped loading %s into memory: %s", path, exc.strerror or exc)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _load(self, fd: int, number: int) -> None:
+        """Read chunk ``number`` from ``fd`` and hold it (caller holds the lock),
+        dropping the oldest chunk held if that makes one too many."""
+        chunk = _Chunk(1 << self._shift)
+        with memoryview(chunk.data) as view:
+            got = _read_fully(fd, view, len(view) * number)
+        first = number << self._shift
+        for slot in range(got // _RECORD):
+            chunk.valid[slot] = _names_itself(chunk.data, slot * _RECORD, self._level, first + slot)
+        chunks = self._chunks
+        if number >= len(chunks):
+            chunks.extend([None] * (number + 1 - len(chunks)))
+        if chunks[number] is None:
+            self._held += 1
+        chunks[number] = chunk  # the list only grows: readers index it without the lock
+        while self._held > self._limit:
+            while chunks[self._lowest] is None:
+                self._lowest += 1
+            chunks[self._lowest] = None
+            self._held -= 1
+        self._lowest = min(self._lowest, number)
 
     def _remap(self, needed: int) -> mmap.mmap | None:
         with self._lock:
@@ -248,11 +407,23 @@ class _MappedPack(TilePack):
             return mapped
 
 
+def _read_fully(fd: int, view: memoryview, offset: int) -> int:
+    """Read into ``view`` from ``offset`` until it is full or the file ends; bytes read."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            break
+        done += got
+    return done
+
+
 class FilesystemStorage(LogStorage):
     """A log stored in a directory tree; see the module docstring for guarantees."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, resident_bytes: int = RESIDENT_PACK_BYTES) -> None:
         self.root = Path(root)
+        self._resident_bytes = resident_bytes
         self._known_dirs: set[Path] = set()
         self._dir_lock = threading.Lock()
         self._swap_lock = threading.Lock()
@@ -300,8 +471,15 @@ class FilesystemStorage(LogStorage):
         with self._pack_lock:
             view = self._views.get(level)
             if view is None:
-                view = self._views[level] = _MappedPack(self, level)
+                view = self._views[level] = _MappedPack(self, level, self._chunk_limit(level))
             return view
+
+    def _chunk_limit(self, level: int) -> int:
+        """Chunks of the level's pack held in memory: the budget covers as many
+        entries at every level (a level-1 record covers 256 level-0 ones), and a
+        level above 0 always gets one chunk (4 MiB covers 16.7 million entries)."""
+        chunks = (self._resident_bytes >> (TILE_HEIGHT * level)) // (_RECORD << _CHUNK_SHIFT)
+        return max(chunks, 1 if level and self._resident_bytes > 0 else 0)
 
     def _read_record(self, level: int, index: int) -> bytes | None:
         """Record ``index`` of the level's tile pack, if it is there and names itself."""
@@ -359,6 +537,8 @@ class FilesystemStorage(LogStorage):
         """Close every pack descriptor (caller holds ``_pack_lock``)."""
         for fd in [*self._packs.values(), *self._retired]:
             os.close(fd)
+        for view in self._views.values():
+            view.close()  # stops its background load (which reads its own descriptor)
         self._views.clear()  # their mappings go with the last reference
         self._packs.clear()
         self._retired.clear()
@@ -426,6 +606,11 @@ class FilesystemStorage(LogStorage):
                     packs[level] = fd
                 if os.pwrite(packs[level], record, index * _RECORD) != len(record):
                     raise OSError(f"short write of record {index}")
+            for level, fd in packs.items():
+                current = self.root / _pack_name(level)
+                view = self._views.get(level)
+                if view is not None:
+                    view.written(fd, [index for lv, index, _ in records if lv == level])
             current = self.root
             _in_parallel(
                 lambda tmp: _fsync_uncached(tmp) if tmp in cold else fsync_path(tmp),

@@ -176,6 +176,12 @@ class TilePack(ABC):
         """``(buffer, offset)`` of tile ``index``'s record, or None if the pack holds
         no valid record for it (the engine then reads the objects)."""
 
+    def load(self, timeout: float) -> bool:
+        """Bring the records into memory ahead of the proofs that will read them, if
+        the backend does that, waiting at most ``timeout`` seconds; whether it is
+        done (True at once where there is nothing to do)."""
+        return True
+
 
 class LogStorage(ABC):
     """Where a transparency log keeps its tiles, bundles and checkpoint.

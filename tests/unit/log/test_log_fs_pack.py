@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,10 +46,23 @@ def reference(count: int = COUNT):  # type: ignore[no-untyped-def]
     return node
 
 
-def open_log(root: Path, **kwargs: object) -> TransparencyLog:
-    log = TransparencyLog(FilesystemStorage(root), SIGNER, ORIGIN, VERIFIER, **kwargs)  # type: ignore[arg-type]
+def open_log(root: Path, resident_bytes: int | None = None, **kwargs: object) -> TransparencyLog:
+    storage = (
+        FilesystemStorage(root)
+        if resident_bytes is None
+        else FilesystemStorage(root, resident_bytes=resident_bytes)
+    )
+    log = TransparencyLog(storage, SIGNER, ORIGIN, VERIFIER, **kwargs)  # type: ignore[arg-type]
     log.open()
     return log
+
+
+def prepared(log: TransparencyLog) -> None:
+    """Wait for the background load and check of the packs that open() started."""
+    thread = log._pack_thread
+    assert thread is not None, "open() started no pack check"
+    thread.join(WAIT)
+    assert not thread.is_alive()
 
 
 def append(log: TransparencyLog, start: int, count: int) -> None:
@@ -113,7 +127,7 @@ def test_a_cold_full_tile_is_read_in_place_from_the_mapped_pack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A proof that misses the tile cache opens no file and makes no read call: its
-    nodes are sliced from the mapping of the pack."""
+    nodes are sliced from the pack (held in memory, or mapped)."""
     root = tmp_path / "log"
     grow(root)
     files = Counter[str]()
@@ -142,22 +156,28 @@ def test_a_cold_full_tile_is_read_in_place_from_the_mapped_pack(
     assert preads == Counter()
 
 
+def hash_counter() -> tuple[Counter[str], Callable[[bytes, bytes], bytes]]:
+    """A node_hash that counts its calls (in ``calls["node_hash"]``)."""
+    calls = Counter[str]()
+
+    def counting(left: bytes, right: bytes) -> bytes:
+        calls["node_hash"] += 1
+        return node_hash(left, right)
+
+    return calls, counting
+
+
 def test_a_record_is_checked_against_its_parent_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first use of a record hashes its root and compares it with the parent
-    tile; later uses (the tile cache off, so every proof reloads it) do not."""
+    tile; later uses (the tile cache off, so every proof reloads it) do not. (The
+    background check after open() is off here: it would check them first.)"""
     size = 3 * 256  # no incomplete subtree: proofs themselves hash nothing
     root = tmp_path / "log"
     grow(root, size)
-    calls = Counter[str]()
-    real = node_hash
-
-    def counting(left: bytes, right: bytes) -> bytes:
-        calls["node_hash"] += 1
-        return real(left, right)
-
-    log = open_log(root, cache_tiles=0)
+    calls, counting = hash_counter()
+    log = open_log(root, cache_tiles=0, check_packs=False)
     try:
         log.inclusion_proof(5, size)  # checks record 0, caches the level-1 tile
         monkeypatch.setattr(engine_module, "node_hash", counting)
@@ -197,6 +217,79 @@ def test_records_added_after_the_pack_was_mapped_are_found(tmp_path: Path) -> No
         assert pack.record(5) is None
     finally:
         storage.close()
+
+
+def test_packs_are_held_in_memory_and_checked_in_the_background_after_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open() has every record loaded into memory and its root checked against the
+    parent tile in the background: afterwards proofs hash nothing, read no file and
+    never map the pack; tiles that fill later are held as they are written."""
+    size = 3 * 256  # no incomplete subtree: proofs themselves hash nothing
+    root = tmp_path / "log"
+    grow(root, size)
+    calls, counting = hash_counter()
+    log = open_log(root, cache_tiles=0)
+    try:
+        prepared(log)
+        pack = log._packs[0]
+        assert isinstance(pack, fs._MappedPack)
+        assert pack.resident() >= 3
+        monkeypatch.setattr(engine_module, "node_hash", counting)
+        ref = reference(size)
+        for index in (0, 300, 767, 5):
+            assert log.inclusion_proof(index, size) == inclusion_proof(index, size, ref)
+        assert calls["node_hash"] == 0
+        monkeypatch.undo()
+        append(log, size, 2 * 256)  # tiles 3 and 4 fill
+        grown = 5 * 256
+        ref = reference(grown)
+        for index in (1000, 1279, 10):
+            assert log.inclusion_proof(index, grown) == inclusion_proof(index, grown, ref)
+        assert pack._map is None  # every record came from memory
+        for index in range(5):
+            found = pack.record(index)
+            assert found is not None
+            buffer, base = found
+            assert buffer[base : base + FULL_TILE_BYTES] == tile_of(hashes(grown), index)
+    finally:
+        log.close()
+
+
+def test_a_memory_budget_holds_the_newest_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for one chunk (two records here), the newest one is held, older
+    records are read through the mapping, and a chunk the writer starts replaces the
+    oldest one held; proofs are right whichever way a record is read."""
+    monkeypatch.setattr(fs, "_CHUNK_SHIFT", 1)
+    root = tmp_path / "log"
+    grow(root)  # records 0..2: chunks {0, 1} and {2}
+    log = open_log(root, resident_bytes=2 * fs._RECORD, cache_tiles=0)
+    try:
+        prepared(log)
+        pack = log._packs[0]
+        assert isinstance(pack, fs._MappedPack)
+        assert pack.resident() == 2  # chunk 1 only: record 2 (and the slot of 3)
+        ref = reference()
+        for index in (0, 300, 600):
+            assert log.inclusion_proof(index, COUNT) == inclusion_proof(index, COUNT, ref)
+
+        def held(index: int) -> bool:
+            found = pack.record(index)
+            assert found is not None
+            return found[0] is not pack._map
+
+        assert [held(i) for i in range(3)] == [False, False, True]
+        append(log, COUNT, 5 * 256 - COUNT)  # tile 3 joins chunk 1; tile 4 starts chunk 2
+        grown = 5 * 256
+        ref = reference(grown)
+        for index in (0, 600, 900, 1100, 1279):
+            assert log.inclusion_proof(index, grown) == inclusion_proof(index, grown, ref)
+        assert pack.resident() == 2
+        assert [held(i) for i in range(5)] == [False, False, False, False, True]
+    finally:
+        log.close()
 
 
 def tile_of(leaves: list[bytes], index: int) -> bytes:
