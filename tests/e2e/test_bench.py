@@ -90,6 +90,7 @@ def _check_phase(phase: dict[str, Any], size: int, entries: int) -> None:
     assert 1 <= phase["batches"] <= entries and phase["mean_batch"] >= 1
     for kind in ("random", "recent"):
         assert 0 < phase[f"proof_{kind}_p50_us"] <= phase[f"proof_{kind}_p99_us"]
+    assert phase["rss_mib"] > 0
 
 
 @pytest.mark.parametrize("storage", ["memory", "fs"])

@@ -22,7 +22,12 @@ What it measures, per log size ("phase"):
   newest 1,000 ("recent": what clients ask right after logging). A sample of the
   proofs is verified against the checkpoint root (a wrong proof fails the run).
 * **open**: how long ``open()`` takes on the log at that size (it verifies the
-  stored checkpoint and rebuilds the right edge).
+  stored checkpoint and rebuilds the right edge; loading the tile packs into
+  memory and checking them goes on in the background, during the writes).
+* **memory**: the process's resident memory (``VmRSS``) at the end of the phase,
+  in MiB (the filesystem backend holds the level-0 tile pack in memory, 64 bytes
+  per entry; phases run in one process, so a later phase's figure includes what
+  an earlier one left).
 
 With ``--prefill M`` a log is first measured at 1,000 entries ("at_1000"), then a
 second one is grown to ``M`` entries through a fast path (batches of
@@ -63,6 +68,7 @@ from sigstack.ops.bench.options import (
     ENGINE_PREFILL_BATCH,
     ENGINE_WINDOW,
 )
+from sigstack.ops.bench.procs import read_memory_kib
 from sigstack.ops.bench.report import host_speed, percentile, print_table
 from sigstack.runtime import tune_gc
 
@@ -90,6 +96,7 @@ PHASE_KEYS = (
     "proof_random_p99_us",
     "proof_recent_p50_us",
     "proof_recent_p99_us",
+    "rss_mib",
 )
 """Keys of one phase's figures."""
 
@@ -195,6 +202,7 @@ def _phase(
         for index in uniform[:VERIFIED_PROOFS]:
             proof = log.inclusion_proof(index, size)
             verify_inclusion(leaf_hash(entries.leaf(index)), index, size, proof, cp.root_hash)
+        rss = read_memory_kib(os.getpid()).get("VmRSS")
     finally:
         log.close()
     figures = {
@@ -211,6 +219,7 @@ def _phase(
         "proof_random_p99_us": _us(random_lat, 99),
         "proof_recent_p50_us": _us(recent_lat, 50),
         "proof_recent_p99_us": _us(recent_lat, 99),
+        "rss_mib": round(rss / 1024, 1) if rss is not None else None,
     }
     assert tuple(figures) == PHASE_KEYS
     return figures
