@@ -14,11 +14,12 @@ a trailer naming the level and index). The engine reads proof nodes straight fro
 the pack (``tile_pack``: see :class:`_MappedPack`), held in process memory up to
 ``resident_bytes`` (default :data:`RESIDENT_PACK_BYTES`) and read through a mapping
 of the file beyond that, instead of opening and reading two files per tile its
-cache misses, which was most of the price of a random proof on a large log; ``get_many([tile/<L>/<N>, inner/<L>/<N>])``
-answers both from one ``pread`` of the record. ``put_many`` writes an inner-nodes object as a
-record when the tile is in the same call (as the engine writes them) or already
-stored, else as the file ``inner/<L>/<N>``; ``get`` prefers a valid record, then the
-file (logs written before packs existed). A record is only ever read for a tile a
+cache misses, which was most of the price of a random proof on a large log;
+``get_many([tile/<L>/<N>, inner/<L>/<N>])`` answers both from one ``pread`` of the
+record. ``put_many`` writes an inner-nodes object as a record when the tile is in
+the same call (as the engine writes them) or already stored, else as the file
+``inner/<L>/<N>``; ``get`` prefers a valid record, then the file (logs written
+before packs existed). A record is only ever read for a tile a
 checkpoint covers, and it is written and fsynced with that tile, before the
 checkpoint: a record torn by a crash belongs to a batch that never committed, and
 is rewritten whole when its tile fills again. A record whose trailer does not
@@ -217,9 +218,13 @@ class _Chunk:
     __slots__ = ("data", "valid")
 
     def __init__(self, records: int) -> None:
-        self.data = mmap.mmap(-1, records * _RECORD)  # pages are allocated when written
-        with contextlib.suppress(AttributeError, OSError):  # Linux: fewer TLB misses
-            self.data.madvise(mmap.MADV_HUGEPAGE)
+        # Private anonymous memory (not shared memory, which costs more to fill),
+        # its pages allocated when mapped (MAP_POPULATE, where there is one): filling
+        # them one fault per 4 KiB page was most of the price of loading a pack.
+        # (Huge pages were cheaper still when the kernel had them at hand, and took
+        # seconds of compaction when it did not.)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+        self.data = mmap.mmap(-1, records * _RECORD, flags=flags)
         self.valid = bytearray(records)
 
 
