@@ -189,6 +189,7 @@ from sigstack.core.tiles import (
 )
 from sigstack.log.receipt import Receipt, fail_all, finish_all, start_all, wait_async
 from sigstack.log.storage import (
+    BACKGROUND_YIELD_SECONDS,
     CHECKPOINT_EVENT,
     CHECKPOINT_KEY,
     ENTRIES_EVENT,
@@ -429,6 +430,10 @@ class _Tile:
         base = self.base
         return self.nodes[base + self.offsets[sublevel] : base + self.offsets[sublevel + 1]]
 
+
+_CHECK_YIELD_MASK = 63
+"""The background check of tile packs sleeps every 64 records (see
+:data:`~sigstack.log.storage.BACKGROUND_YIELD_SECONDS`)."""
 
 _TileKey = tuple[int, int, int]  # (level, index, width): one tile as one tree size has it
 
@@ -1157,6 +1162,8 @@ class TransparencyLog:
             checked.extend(bytes(((last - 1) >> 3) + 1 - len(checked) + 4096))
         pair = _PACKED_OFFSETS[TILE_HEIGHT - 1]
         for index in range(first, last):
+            if not index & _CHECK_YIELD_MASK:
+                time.sleep(BACKGROUND_YIELD_SECONDS)
             if checked[index >> 3] & 1 << (index & 7):
                 continue
             found = pack.record(index)

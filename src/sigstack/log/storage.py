@@ -161,6 +161,13 @@ def validate_key(key: str) -> str:
     return key
 
 
+BACKGROUND_YIELD_SECONDS = 0.0002
+"""How long background work that only speeds things up (loading and checking tile
+packs) sleeps between small units of it: a busy Python thread keeps the interpreter
+lock from the sequencer for up to 5 ms at a time (the switch interval), and writes
+measured a quarter slower while such work ran without pauses."""
+
+
 class TilePack(ABC):
     """Full tiles of one level, each with its inner nodes, in one byte buffer.
 
