@@ -444,3 +444,48 @@ def test_full_entry_bundles_are_not_kept_in_the_page_cache(
         assert records is not None and len(records) > 256 * 2  # still stored, just not cached
     finally:
         storage.close()
+
+
+def test_a_chunk_written_while_it_loads_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background load reads a chunk without the pack's lock: a record the writer
+    replaces meanwhile marks the chunk, and the load reads it again instead of
+    holding what it read before the write."""
+    monkeypatch.setattr(fs, "_CHUNK_SHIFT", 1)  # two records per chunk
+
+    def put(storage: FilesystemStorage, index: int, tile: bytes) -> None:
+        storage.put_many({f"tile/0/{index:03d}": tile, inner_nodes_path(0, index): inner(tile)})
+
+    def inner(tile: bytes) -> bytes:
+        return derive_inner_nodes(tile)
+
+    root = tmp_path / "log"
+    storage = FilesystemStorage(root)
+    try:
+        tiles = [os.urandom(FULL_TILE_BYTES) for _ in range(3)]
+        for index, data_ in enumerate(tiles):
+            put(storage, index, data_)
+        pack = storage.tile_pack(0)
+        assert isinstance(pack, fs._MappedPack)
+        replacement = os.urandom(FULL_TILE_BYTES)
+        reads: list[int] = []
+        read_chunk = pack._read_chunk
+
+        def writing_meanwhile(fd: int, number: int) -> fs._Chunk:
+            chunk = read_chunk(fd, number)
+            reads.append(number)
+            if reads == [1, 0]:  # the first read of chunk 0: record 1 changes after it
+                put(storage, 1, replacement)
+            return chunk
+
+        monkeypatch.setattr(pack, "_read_chunk", writing_meanwhile)
+        assert pack.load(WAIT)
+        assert reads == [1, 0, 0]  # newest chunk first; chunk 0 read again
+        found = pack.record(1)
+        assert found is not None and found[0] is not pack._map
+        buffer, base = found
+        assert buffer[base : base + FULL_TILE_BYTES] == replacement
+        assert pack.resident() == 4
+    finally:
+        storage.close()
