@@ -87,6 +87,7 @@ def _check_phase(phase: dict[str, Any], size: int, entries: int) -> None:
     assert tuple(phase) == PHASE_KEYS
     assert phase["size"] == size and phase["final_size"] == size + entries
     assert phase["writes_per_s"] > 0 and phase["write_s"] > 0 and phase["open_s"] >= 0
+    assert phase["prepared_s"] >= 0
     assert 1 <= phase["batches"] <= entries and phase["mean_batch"] >= 1
     for kind in ("random", "recent"):
         assert 0 < phase[f"proof_{kind}_p50_us"] <= phase[f"proof_{kind}_p99_us"]

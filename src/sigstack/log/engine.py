@@ -776,6 +776,17 @@ class TransparencyLog:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def wait_prepared(self, timeout: float | None = None) -> bool:
+        """Wait until the background work ``open()`` started is done (the storage's
+        tile packs loaded into memory and their records checked; see ``check_packs``);
+        whether it is (True at once when there was none). Proofs and writes do not
+        need it: they are only faster afterwards, and writes slower while it runs."""
+        thread = self._pack_thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
     def check_accepting(self) -> None:
         """Raise :class:`Unavailable` unless the log is open and accepting entries.
 

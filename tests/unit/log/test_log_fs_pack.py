@@ -59,10 +59,8 @@ def open_log(root: Path, resident_bytes: int | None = None, **kwargs: object) ->
 
 def prepared(log: TransparencyLog) -> None:
     """Wait for the background load and check of the packs that open() started."""
-    thread = log._pack_thread
-    assert thread is not None, "open() started no pack check"
-    thread.join(WAIT)
-    assert not thread.is_alive()
+    assert log._pack_thread is not None, "open() started no pack check"
+    assert log.wait_prepared(WAIT)
 
 
 def append(log: TransparencyLog, start: int, count: int) -> None:
