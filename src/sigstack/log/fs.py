@@ -240,10 +240,11 @@ class _MappedPack(TilePack):
     the disk. The pack is therefore copied, 256 records (4 MiB) at a time, into
     anonymous memory that the kernel cannot drop (it is only ever swapped): a
     background thread at low priority loads it from the newest records to the
-    oldest, starting when the first record is asked for, until ``limit`` chunks
-    are held (then the oldest chunk is dropped whenever the writer starts a new
-    one, so the newest records stay resident). Records not held are read through
-    a read-only shared mapping of the whole file, mapped again when the file grew.
+    oldest, started by ``load`` (the engine calls it when it opens the log) or by
+    the first ``record`` it does not hold, until ``limit`` chunks are held (then
+    the oldest chunk is dropped whenever the writer starts a new one, so the newest
+    records stay resident). Records not held are read through a read-only shared
+    mapping of the whole file, mapped again when the file grew.
 
     Consistency with the file: ``written`` (called by the writer after its
     ``pwrite``) copies each record into its chunk if the chunk is held, under the
@@ -251,13 +252,12 @@ class _MappedPack(TilePack):
     chunk without the lock (the writer never waits for a disk read), then holds it
     under the lock only if no ``written`` marked it meanwhile (else it reads it
     again). So a held record is never older than the file's once ``written``
-    returned. Between chunks, and every few dozen records it checks, the load
-    sleeps for a moment: a Python thread busy in the background otherwise keeps the
-    interpreter lock from the writer for up to 5 ms at a time, and the writer
-    measured a quarter slower while it ran. The pack is
-    only ever extended, never truncated, by sigstack: a file truncated by hand
-    while mapped would make the next read of a lost page fail with SIGBUS (the
-    process dies; no wrong data is served).
+    returned. The load sleeps for a moment between chunks (see
+    :data:`~sigstack.log.storage.BACKGROUND_YIELD_SECONDS`).
+
+    The pack is only ever extended, never truncated, by sigstack: a file truncated
+    by hand while mapped would make the next read of a lost page fail with SIGBUS
+    (the process dies; no wrong data is served).
     """
 
     def __init__(self, storage: FilesystemStorage, level: int, limit: int) -> None:
