@@ -122,15 +122,27 @@ def _bloom_add(bits: bytearray, probes: tuple[int, ...]) -> None:
 @dataclass
 class _Chunk:
     rows: list[IndexRow] = field(default_factory=list)
-    keys: dict[_Key, list[int]] = field(default_factory=dict)
+    # A key's position, or its positions when it has several (rare: a search key
+    # shared by entries). A plain int for the usual single one: one object less
+    # per row, and rows are what the buffer holds by the hundred thousand.
+    keys: dict[_Key, int | list[int]] = field(default_factory=dict)
     end: int = 0  # positions below this have all their rows here or earlier
 
     def add(self, row: IndexRow) -> None:
         namespace, key, position = row
-        positions = self.keys.setdefault((namespace, key), [])
-        if position not in positions:
+        wanted = (namespace, key)
+        positions = self.keys.get(wanted)
+        if positions is None:
+            self.keys[wanted] = position
+        elif isinstance(positions, int):
+            if positions == position:
+                return
+            self.keys[wanted] = [positions, position]
+        elif position in positions:
+            return
+        else:
             positions.append(position)
-            self.rows.append(row)
+        self.rows.append(row)
 
     def truncated(self, size: int) -> _Chunk:
         chunk = _Chunk(end=min(self.end, size))
@@ -280,12 +292,18 @@ class EntryIndex:
             # _Chunk.add and _bloom_add, inlined: this runs for every row the log adds.
             keys, chunk_rows = active.keys, active.rows
             epoch, bits = -1, None
+            end = active.end
             for row in rows:
                 namespace, key, position = row
-                positions = keys.get((namespace, key))
+                wanted = (namespace, key)
+                positions = keys.get(wanted)
                 if positions is None:
-                    keys[(namespace, key)] = [position]
+                    keys[wanted] = position
                     chunk_rows.append(row)
+                elif isinstance(positions, int):
+                    if positions != position:
+                        keys[wanted] = [positions, position]
+                        chunk_rows.append(row)
                 elif position not in positions:
                     positions.append(position)
                     chunk_rows.append(row)
@@ -296,13 +314,23 @@ class EntryIndex:
                         bits = self._blooms[epoch] = bytearray(BLOOM_BITS // 8)
                         self._epochs.add(epoch)
                 if bits is not None:
-                    p0, p1, p2, p3 = _probes(namespace, key)
+                    if namespace == "leaf" and len(key) >= 12:  # _probes, inlined
+                        v = int.from_bytes(key[:12], "big")
+                        p0, p1, p2, p3 = (
+                            v >> 72,
+                            v >> 48 & 0xFFFFFF,
+                            v >> 24 & 0xFFFFFF,
+                            v & 0xFFFFFF,
+                        )
+                    else:
+                        p0, p1, p2, p3 = _probes(namespace, key)
                     bits[p0 >> 3] |= 1 << (p0 & 7)
                     bits[p1 >> 3] |= 1 << (p1 & 7)
                     bits[p2 >> 3] |= 1 << (p2 & 7)
                     bits[p3 >> 3] |= 1 << (p3 & 7)
-                if position >= active.end:
-                    active.end = position + 1
+                if position >= end:
+                    end = position + 1
+            active.end = end
             if len(active.rows) >= CHUNK_ROWS:
                 self._freeze()
 
@@ -545,7 +573,12 @@ class EntryIndex:
                     wanted = (namespace, key)
                     for chunk in chunks:
                         positions = chunk.keys.get(wanted)
-                        if positions:
+                        if positions is None:
+                            continue
+                        if isinstance(positions, int):
+                            if positions < below:
+                                found.setdefault(key, set()).add(positions)
+                        else:
                             found.setdefault(key, set()).update(p for p in positions if p < below)
                     # A Bloom test, unrolled: every key is tested against every epoch's
                     # filter (ten at 10 million entries), so byte offsets and masks are
