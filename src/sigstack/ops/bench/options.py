@@ -75,7 +75,8 @@ inclusion-proof lookups (uniformly random leaves, and leaves among the newest
 With --prefill M the log is first grown to M entries through the fast path
 (batches of {ENGINE_PREFILL_BATCH:,}), closed and reopened (the reopen time is
 reported), then the same figures are taken at that size and, on a second log, at
-{ENGINE_BASELINE:,} entries, with the ratios between them.
+{ENGINE_BASELINE:,} entries, with the ratios between them; the two logs are
+measured in alternating slices, so that a machine whose speed drifts affects both.
 
 Defaults: --entries {ENGINE_ENTRIES:,}, --storage {ENGINE_STORAGE}, --prefill 0 (none),
 --entry-bytes {ENGINE_ENTRY_BYTES}, --proofs {ENGINE_PROOFS:,}; fs logs go to a
