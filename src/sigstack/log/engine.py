@@ -508,6 +508,11 @@ def _pair_hash(buffer: PackBuffer, start: int) -> bytes:
     )
 
 
+def _record_root(buffer: PackBuffer, base: int) -> bytes:
+    """The root of the tile whose pack record starts at ``buffer[base:]``."""
+    return _pair_hash(buffer, base + _PACKED_OFFSETS[TILE_HEIGHT - 1])
+
+
 def _from_inner(raw: bytes, inner: bytes) -> _Tile:
     """A full tile with its stored inner nodes (sublevels 1..7): one hash, for the root."""
     root = _pair_hash(inner, len(inner) - 2 * HASH_SIZE)
@@ -1166,12 +1171,9 @@ class TransparencyLog:
         row = self._tile_at(
             level + 1, parent, size, (TILE_HEIGHT * (level + 1), parent << TILE_HEIGHT)
         ).sublevel(0)
-        checked = self._pack_ok.setdefault(level, bytearray())
         first = parent << TILE_HEIGHT
         last = min(full, first + TILE_WIDTH)
-        if (last - 1) >> 3 >= len(checked):
-            checked.extend(bytes(((last - 1) >> 3) + 1 - len(checked) + 4096))
-        pair = _PACKED_OFFSETS[TILE_HEIGHT - 1]
+        checked = self._checked_bits(level, last - 1)
         for index in range(first, last):
             if not index & _CHECK_YIELD_MASK:
                 time.sleep(BACKGROUND_YIELD_SECONDS)
@@ -1181,8 +1183,16 @@ class TransparencyLog:
             if found is None:
                 continue
             at = (index - first) * HASH_SIZE
-            if _pair_hash(found[0], found[1] + pair) == row[at : at + HASH_SIZE]:
+            if _record_root(*found) == row[at : at + HASH_SIZE]:
                 checked[index >> 3] |= 1 << (index & 7)
+
+    def _checked_bits(self, level: int, index: int) -> bytearray:
+        """The level's bitmap of records checked against their parent (``_pack_ok``),
+        long enough to hold ``index``'s bit."""
+        checked = self._pack_ok.setdefault(level, bytearray())
+        if index >> 3 >= len(checked):
+            checked.extend(bytes((index >> 3) + 1 - len(checked) + 4096))
+        return checked
 
     def _packed(self, level: int, index: int, size: int) -> _Tile | None:
         """Full tile ``(level, index)`` read in place from the storage's tile pack, or
@@ -1193,7 +1203,7 @@ class TransparencyLog:
         proof asks for them. A record's root is checked against the parent tile the
         first time the record is used (one hash), then remembered as checked.
         """
-        pack = self._packs[level] if level in self._packs else self._pack(level)
+        pack = self._pack(level)
         if pack is None:
             return None
         found = pack.record(index)
@@ -1201,13 +1211,10 @@ class TransparencyLog:
             return None
         buffer, base = found
         tile = _Tile(buffer, _PACKED_OFFSETS, base)
-        checked = self._pack_ok.setdefault(level, bytearray())
+        checked = self._checked_bits(level, index)
         byte, bit = index >> 3, 1 << (index & 7)
-        if byte >= len(checked):
-            checked.extend(bytes(byte + 1 - len(checked) + 4096))
         if not checked[byte] & bit:
-            root = _pair_hash(buffer, base + _PACKED_OFFSETS[TILE_HEIGHT - 1])
-            if not self._parent_records(level, index, size, root):
+            if not self._parent_records(level, index, size, _record_root(buffer, base)):
                 return None
             checked[byte] |= bit
         return tile
