@@ -315,25 +315,21 @@ class _MappedPack(TilePack):
         this pack's; the load checks the flag before each chunk.)"""
         self._closed = True
 
-    def written(self, fd: int, indexes: Sequence[int]) -> None:
-        """The writer stored records ``indexes`` through ``fd``: copy them into the
-        chunks held, and hold new chunks beyond what the background load covers."""
+    def written(self, fd: int, records: Sequence[tuple[int, bytes]]) -> None:
+        """The writer stored ``(index, record)`` pairs (whole, self-naming records)
+        through ``fd``: copy them into the chunks held, and hold new chunks beyond
+        what the background load covers (read from ``fd``)."""
         if self._warming is None:
             return  # nothing is held and nothing is being loaded
         with self._lock:
             if self._closed or self._top is None:
                 return  # the load has not looked at the file yet: it will see these
-            for index in sorted(indexes):
+            for index, record in sorted(records):
                 number, slot = index >> self._shift, index & self._mask
                 chunk = self._chunks[number] if number < len(self._chunks) else None
                 if chunk is not None:
-                    with memoryview(chunk.data) as view:
-                        place = view[slot * _RECORD : (slot + 1) * _RECORD]
-                        got = _read_fully(fd, place, index * _RECORD)
-                        place.release()
-                    chunk.valid[slot] = got == _RECORD and _names_itself(
-                        chunk.data, slot * _RECORD, self._level, index
-                    )
+                    chunk.data[slot * _RECORD : (slot + 1) * _RECORD] = record
+                    chunk.valid[slot] = 1
                 elif number >= self._top:
                     self._hold(number, self._read_chunk(fd, number))
                 else:
@@ -638,7 +634,7 @@ class FilesystemStorage(LogStorage):
                 current = self.root / _pack_name(level)
                 view = self._views.get(level)
                 if view is not None:
-                    view.written(fd, [index for lv, index, _ in records if lv == level])
+                    view.written(fd, [(index, rec) for lv, index, rec in records if lv == level])
             current = self.root
             _in_parallel(
                 lambda tmp: _fsync_uncached(tmp) if tmp in cold else fsync_path(tmp),
