@@ -12,10 +12,11 @@ What it measures, per log size ("phase"):
   every batch looks its leaf hashes up in the entry index), submitted from one
   thread that keeps up to ``ENGINE_WINDOW`` submissions in flight (as many
   concurrent submitters would),
-  with the engine's default :class:`~sigstack.log.engine.BatchPolicy`, in
-  ``ROUNDS`` slices; the clock runs from each slice's first ``submit`` to its last
-  acknowledged entry, and pauses ``SETTLE_SECONDS`` after it (so that the entry
-  index's background flush does not land in the next slice). The number of
+  with the engine's default :class:`~sigstack.log.engine.BatchPolicy` (with
+  ``--prefill``, in ``ROUNDS`` slices, see below); the clock runs from the first
+  ``submit`` to the last acknowledged entry (of each slice, then pauses
+  ``SETTLE_SECONDS`` so that the entry index's background flush does not land in
+  the other log's slice). The number of
   distinct checkpoints in the answers is the number of batches. The process CPU
   over the slices is reported too (above 100%: more than one core busy).
 * **proof lookups**: ``TransparencyLog.inclusion_proof(i, size)`` latency, p50 and
@@ -272,11 +273,14 @@ def _measure(
     runs: list[_Run], entries: _Entries, count: int, proofs: int, rng: random.Random
 ) -> list[dict[str, Any]]:
     """Write ``count`` entries to every run and time ``proofs`` lookups on each, in
-    ``ROUNDS`` slices that alternate between the runs (see module doc)."""
-    for part in _slices(count, ROUNDS):
+    ``ROUNDS`` slices that alternate between the runs (see module doc); a single run
+    is measured in one go, as before there were two."""
+    rounds = ROUNDS if len(runs) > 1 else 1
+    for part in _slices(count, rounds):
         for run in runs:
             _write_slice(run, entries, part)
-            time.sleep(SETTLE_SECONDS)  # its index flush must not land in the next slice
+            if rounds > 1:
+                time.sleep(SETTLE_SECONDS)  # its index flush must not land in the next slice
     plans = []
     for run in runs:
         size = run.prefill + run.written
@@ -284,7 +288,7 @@ def _measure(
         recent = [rng.randrange(max(0, size - RECENT), size) for _ in range(proofs)]
         plans.append((size, uniform, recent))
     done = 0
-    for part in _slices(proofs, ROUNDS):
+    for part in _slices(proofs, rounds):
         for run, (size, uniform, recent) in zip(runs, plans, strict=True):
             run.random_lat += _proof_latencies(run.log, uniform[done : done + part], size)
             run.recent_lat += _proof_latencies(run.log, recent[done : done + part], size)
@@ -346,11 +350,7 @@ def run_engine_bench(args: argparse.Namespace) -> int:
         report["write_ratio"] = _ratio(at_prefill["writes_per_s"], baseline["writes_per_s"])
         for key in ("proof_random_p50_us", "proof_random_p99_us"):
             report[key.replace("_us", "_ratio")] = _ratio(at_prefill[key], baseline[key])
-    return _report(report, args.json)
-
-
-def _report(report: dict[str, Any], as_json: bool) -> int:
-    if as_json:
+    if args.json:
         print(json.dumps(report))
     else:
         print_table(report)
