@@ -100,6 +100,20 @@ def _create(epoch: int) -> str:
     )
 
 
+_LEAF_BYTES = 32
+
+
+def _insert_leaves(table: str) -> str:
+    """Insert ``?2`` rows ``("leaf", key, ?3 + i)``, key ``i`` being bytes ``32 i ..
+    32 i + 31`` of the blob ``?1``, in key order (the B-tree's order)."""
+    return (
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2) "  # noqa: S608 (only the table name is interpolated)
+        f"INSERT OR IGNORE INTO {table} (ns, key, pos) "
+        f"SELECT 'leaf', substr(?1, i * {_LEAF_BYTES} + 1, {_LEAF_BYTES}), ?3 + i FROM n "
+        "ORDER BY 2, 3"
+    )
+
+
 def _probes(namespace: str, key: bytes) -> tuple[int, int, int, int]:
     """The filter's bit numbers for ``(namespace, key)``: four 24-bit fields of a digest.
 
@@ -512,18 +526,38 @@ class EntryIndex:
                 wrote = True
 
     def _write(self, chunk: _Chunk, blooms: dict[int, bytes]) -> None:
+        # Per epoch: the leaf hashes of consecutive positions (every entry has one),
+        # inserted by one statement from one blob; every other row one by one.
+        leaves: dict[int, tuple[int, list[bytes]]] = {}  # epoch -> (first position, keys)
         by_epoch: dict[int, list[IndexRow]] = {}
         for row in chunk.rows:
-            by_epoch.setdefault(row[2] // EPOCH, []).append(row)
+            namespace, key, position = row
+            epoch = position // EPOCH
+            if namespace == "leaf" and len(key) == _LEAF_BYTES:
+                run = leaves.get(epoch)
+                if run is None:
+                    leaves[epoch] = (position, [key])
+                    continue
+                if run[0] + len(run[1]) == position:
+                    run[1].append(key)
+                    continue
+            by_epoch.setdefault(epoch, []).append(row)
         with self._transaction("update") as db:
-            for epoch, rows in sorted(by_epoch.items()):
+            for epoch in sorted(leaves.keys() | by_epoch.keys()):
                 table = _table(epoch)
                 db.execute(_create(epoch))
-                rows.sort()
-                db.executemany(
-                    f"INSERT OR IGNORE INTO {table} (ns, key, pos) VALUES (?, ?, ?)",  # noqa: S608 (table names are generated)
-                    rows,
-                )
+                if epoch in leaves:
+                    first, keys = leaves[epoch]
+                    # SQLite cuts the blob, numbers and sorts the rows: no Python per row,
+                    # so the flush holds the GIL for microseconds, not for every row.
+                    db.execute(_insert_leaves(table), (b"".join(keys), len(keys), first))
+                rows = by_epoch.get(epoch)
+                if rows:
+                    rows.sort()
+                    db.executemany(
+                        f"INSERT OR IGNORE INTO {table} (ns, key, pos) VALUES (?, ?, ?)",  # noqa: S608 (table names are generated)
+                        rows,
+                    )
             durable = max(self._read_durable(db), chunk.end)
             db.execute(
                 "INSERT OR REPLACE INTO meta (name, value) VALUES ('durable', ?)", (durable,)

@@ -142,6 +142,36 @@ def test_rows_span_epochs_and_are_found_before_and_after_flushing(tmp_path: Path
 
 
 @pytest.mark.usefixtures("small")
+def test_leaf_runs_gaps_and_other_rows_are_flushed_alike(tmp_path: Path) -> None:
+    # A flush writes each epoch's run of consecutive leaf rows from one blob and the
+    # rest row by row: both kinds must land, with the right positions.
+    storage = _writer(tmp_path)
+    short = b"\x01" * 20  # a leaf key that is not a SHA-256 (rows row by row)
+    rows: list[IndexRow] = [
+        *_rows(0, 40),
+        ("search", b"sha256:aa", 3),
+        *_rows(41, 100),  # a gap at 40: the run restarts, crossing epoch 1 at 64
+        (LEAF_NAMESPACE, _key(5), 100),  # the same leaf at a second position
+        ("search", b"sha256:aa", 101),
+        (LEAF_NAMESPACE, short, 102),
+    ]
+    storage.index_add(rows)
+    storage.release_writer()
+    reader = FilesystemStorage(tmp_path)
+    keys = [_key(i) for i in range(100)]
+    expected = {k: [i] for i, k in enumerate(keys) if i != 40}
+    expected[_key(5)] = [5, 100]
+    assert reader.index_lookup(LEAF_NAMESPACE, keys, 103) == expected
+    assert reader.index_lookup(LEAF_NAMESPACE, [short], 103) == {short: [102]}
+    assert reader.index_lookup("search", [b"sha256:aa"], 103) == {b"sha256:aa": [3, 101]}
+    assert reader.index_complete_to() == 103
+    with sqlite3.connect(tmp_path / fsindex.INDEX_FILE) as db:
+        stored = sorted(db.execute("SELECT pos FROM idx_1 WHERE ns = 'leaf'"))
+    assert stored == [(p,) for p in [*range(64, 101), 102]]
+    reader.close()
+
+
+@pytest.mark.usefixtures("small")
 def test_filters_are_stored_for_complete_epochs_and_rebuilt_for_the_rest(tmp_path: Path) -> None:
     storage = _writer(tmp_path)
     storage.index_add(_rows(0, 150))
