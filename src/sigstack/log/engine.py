@@ -193,6 +193,7 @@ from sigstack.log.storage import (
     CHECKPOINT_EVENT,
     CHECKPOINT_KEY,
     ENTRIES_EVENT,
+    LEAF_NAMESPACE,
     Assignment,
     IndexRow,
     LogStorage,
@@ -203,6 +204,7 @@ from sigstack.log.storage import (
 )
 
 __all__ = [
+    "LEAF_NAMESPACE",
     "BatchPolicy",
     "Checkpoint",
     "ClusterPolicy",
@@ -213,8 +215,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-LEAF_NAMESPACE = "leaf"
-"""Index namespace of every entry's Merkle leaf hash."""
 
 IndexKeys = Callable[[bytes], Sequence[tuple[str, bytes]]]
 """A log's search keys for one stored bundle record: ``[(namespace, key), ...]``."""
@@ -983,7 +983,8 @@ class TransparencyLog:
         """Add the index rows of positions ``begin .. size-1`` from the tiles and bundles."""
         for start in range(begin, size, _REINDEX_CHUNK):
             end = min(size, start + _REINDEX_CHUNK)
-            rows: list[IndexRow] = [(LEAF_NAMESPACE, node(0, i), i) for i in range(start, end)]
+            leaves = [node(0, i) for i in range(start, end)]
+            rows: list[IndexRow] = []
             if self._index_keys is not None:
                 first = start - start % TILE_WIDTH
                 for bundle_start in range(first, end, TILE_WIDTH):
@@ -992,7 +993,7 @@ class TransparencyLog:
                         position = bundle_start + offset
                         if start <= position < end:
                             rows.extend((ns, key, position) for ns, key in self._index_keys(record))
-            self._storage.index_add(rows)
+            self._storage.index_add_batch(start, leaves, rows)
         _log.info("log %s: entry index complete (%d entries)", self._origin, size)
 
     def _published(self) -> Checkpoint:
@@ -1659,7 +1660,7 @@ class TransparencyLog:
         # Records were size-checked by submit(): a uint16 length prefix each.
         records = [len(p.record).to_bytes(2, "big") + p.record for p in batch]
         _append_items(edge.bundle, start, records, entries_path, writes)
-        rows: list[IndexRow] = [(LEAF_NAMESPACE, h, start + i) for i, h in enumerate(leaves)]
+        rows: list[IndexRow] = []  # search keys; the leaf hashes go as they are
         if self._index_keys is not None:
             for i, p in enumerate(batch):
                 rows.extend((ns, key, start + i) for ns, key in self._index_keys(p.record))
@@ -1674,7 +1675,7 @@ class TransparencyLog:
             ) from exc
 
         self._storage.put_many(writes)
-        self._storage.index_add(rows)
+        self._storage.index_add_batch(start, leaves, rows)
         if assignments:
             assert self._shared is not None
             self._shared.assign(assignments, committed=False)

@@ -114,6 +114,7 @@ from sigstack.log.storage import (
     TilePack,
     validate_index_rows,
     validate_key,
+    validate_leaves,
 )
 
 _log = logging.getLogger(__name__)
@@ -696,6 +697,14 @@ class FilesystemStorage(LogStorage):
         validate_index_rows(rows)
         if rows:
             self._writer_index("add to").add(rows)
+
+    def index_add_batch(
+        self, start: int, leaves: Sequence[bytes], rows: Sequence[IndexRow]
+    ) -> None:
+        validate_leaves(start, leaves)
+        validate_index_rows(rows)
+        if leaves or rows:
+            self._writer_index("add to").add(rows, start, leaves)
 
     def index_lookup(
         self, namespace: str, keys: Sequence[bytes], below: int

@@ -6,10 +6,13 @@ page of one B-tree. Once the table outgrows a batch, each row rewrites a page of
 into an empty table, 27k at 3 million rows). This index keeps the random writes small
 and off the sequencer's path:
 
-* **Buffer.** ``add`` puts rows into an in-memory buffer (a dict per chunk of
-  ``CHUNK_ROWS`` rows) and returns; lookups read the buffer first. A background thread
+* **Buffer.** ``add`` puts rows into an in-memory buffer (chunks of ``CHUNK_ROWS``
+  rows) and returns; lookups read the buffer first. A chunk keeps the leaf hashes of
+  consecutive positions (what the engine adds for every entry) as a run: a list and a
+  dict filled at C speed, no tuple per row; other rows one by one. A background thread
   (the *flusher*) writes each full chunk, or whatever is buffered after
-  ``FLUSH_AFTER`` seconds, to SQLite in one transaction, sorted. ``add`` waits when
+  ``FLUSH_AFTER`` seconds, to SQLite in one transaction, sorted (a run by SQLite
+  itself, from one blob). ``add`` waits when
   more than ``MAX_CHUNKS`` chunks are waiting (backpressure), so memory is bounded.
 * **Epochs.** Rows go to one table per *epoch* of ``EPOCH`` log positions
   (``idx_<n>`` for positions ``n*EPOCH .. (n+1)*EPOCH-1``). Only the newest epoch
@@ -17,7 +20,9 @@ and off the sequencer's path:
   the log; truncation drops whole epochs and trims one.
 * **Bloom filters.** Every epoch has a Bloom filter over its keys (``BLOOM_BITS``
   bits, four probes taken from the key's hash), kept in
-  memory by the writer and stored in the database when its epoch is complete. A
+  memory by the writer and stored in the database when its epoch is complete. The
+  flusher sets a chunk's bits just before it writes the chunk (rows are found in the
+  buffer until it leaves), so the sequencer does not pay for them. A
   lookup queries only the epochs whose filter may hold the key, so a miss (every new
   entry's deduplication check) costs no SQL at all, at any log size. ``close``
   stores the filters of incomplete epochs too (table ``partial_bloom``, with the
@@ -128,6 +133,17 @@ def _probes(namespace: str, key: bytes) -> tuple[int, int, int, int]:
     return (v >> 72, (v >> 48) & 0xFFFFFF, (v >> 24) & 0xFFFFFF, v & 0xFFFFFF)
 
 
+def _found(
+    found: dict[bytes, set[int]], key: bytes, positions: int | list[int], below: int
+) -> None:
+    """Record a buffer hit: ``positions`` of ``key`` (as ``_Chunk`` keeps them) below ``below``."""
+    if isinstance(positions, int):
+        if positions < below:
+            found.setdefault(key, set()).add(positions)
+    else:
+        found.setdefault(key, set()).update(p for p in positions if p < below)
+
+
 def _bloom_add(bits: bytearray, probes: tuple[int, ...]) -> None:
     for bit in probes:
         bits[bit >> 3] |= 1 << (bit & 7)
@@ -135,31 +151,90 @@ def _bloom_add(bits: bytearray, probes: tuple[int, ...]) -> None:
 
 @dataclass
 class _Chunk:
-    rows: list[IndexRow] = field(default_factory=list)
+    """Buffered rows: a run of leaf hashes of consecutive positions (what the engine
+    adds for every entry, kept without a tuple per row) and any other rows."""
+
+    first: int = 0  # leaves[i] is the leaf hash of position first + i
+    leaves: list[bytes] = field(default_factory=list)
     # A key's position, or its positions when it has several (rare: a search key
-    # shared by entries). A plain int for the usual single one: one object less
-    # per row, and rows are what the buffer holds by the hundred thousand.
+    # shared by entries, an entry logged twice). A plain int for the usual single
+    # one: one object less per row, and the buffer holds rows by the hundred thousand.
+    leaf_keys: dict[bytes, int | list[int]] = field(default_factory=dict)
+    rows: list[IndexRow] = field(default_factory=list)
     keys: dict[_Key, int | list[int]] = field(default_factory=dict)
+    mixed: bool = False  # some leaf rows are in ``rows`` (off the run)
     end: int = 0  # positions below this have all their rows here or earlier
 
-    def add(self, row: IndexRow) -> None:
+    def __len__(self) -> int:
+        return len(self.leaves) + len(self.rows)
+
+    def add_leaves(self, start: int, leaves: Sequence[bytes]) -> bool:
+        """Extend the run with ``leaves`` at ``start ..``; False (nothing done) when
+        they do not continue it."""
+        run = self.leaves
+        if run:
+            if self.first + len(run) != start:
+                return False
+        else:
+            self.first = start
+        fresh = dict(zip(leaves, range(start, start + len(leaves)), strict=True))
+        known = self.leaf_keys
+        if len(fresh) == len(leaves) and fresh.keys().isdisjoint(known.keys()):
+            known.update(fresh)  # the usual case, at C speed
+        else:
+            for offset, key in enumerate(leaves, start):
+                positions = known.get(key)
+                if positions is None:
+                    known[key] = offset
+                elif isinstance(positions, int):
+                    known[key] = [positions, offset]
+                else:
+                    positions.append(offset)
+        run.extend(leaves)
+        return True
+
+    def add(self, row: IndexRow) -> bool:
+        """Add one row; False if it was already here."""
         namespace, key, position = row
+        if namespace == "leaf" and len(key) == _LEAF_BYTES:
+            if self.add_leaves(position, [key]):
+                return True
+            self.mixed = True
         wanted = (namespace, key)
         positions = self.keys.get(wanted)
         if positions is None:
             self.keys[wanted] = position
         elif isinstance(positions, int):
             if positions == position:
-                return
+                return False
             self.keys[wanted] = [positions, position]
         elif position in positions:
-            return
+            return False
         else:
             positions.append(position)
         self.rows.append(row)
+        return True
+
+    def all_rows(self) -> Iterator[IndexRow]:
+        for offset, key in enumerate(self.leaves, self.first):
+            yield ("leaf", key, offset)
+        yield from self.rows
+
+    def leaf_runs(self) -> Iterator[tuple[int, int, list[bytes]]]:
+        """The run cut at epoch boundaries: ``(epoch, first position, leaf hashes)``."""
+        position, run = self.first, self.leaves
+        done = 0
+        while done < len(run):
+            epoch = (position + done) // EPOCH
+            take = min(len(run) - done, (epoch + 1) * EPOCH - position - done)
+            yield epoch, position + done, run[done : done + take]
+            done += take
 
     def truncated(self, size: int) -> _Chunk:
         chunk = _Chunk(end=min(self.end, size))
+        keep = max(0, min(len(self.leaves), size - self.first))
+        if keep:
+            chunk.add_leaves(self.first, self.leaves[:keep])
         for row in self.rows:
             if row[2] < size:
                 chunk.add(row)
@@ -292,7 +367,8 @@ class EntryIndex:
         if self._closed:
             raise StorageError(f"the entry index {self._path} is closed")
 
-    def add(self, rows: Sequence[IndexRow]) -> None:
+    def add(self, rows: Sequence[IndexRow], start: int = 0, leaves: Sequence[bytes] = ()) -> None:
+        """Buffer the leaf hashes ``leaves`` (of positions ``start ..``), then ``rows``."""
         if not self._writer:
             raise StorageError(f"the entry index {self._path} is open read-only")
         with self._lock:
@@ -300,57 +376,77 @@ class EntryIndex:
                 self._lock.wait()
             self._check()
             active = self._active
-            if not active.rows:
+            if not len(active):
                 self._active_since = time.monotonic()
                 self._lock.notify_all()  # the flusher starts the FLUSH_AFTER clock
-            # _Chunk.add and _bloom_add, inlined: this runs for every row the log adds.
+            end = low = active.end
+            if leaves:
+                low = min(low, start)
+                if not active.add_leaves(start, leaves):  # off the run (not from the engine)
+                    for offset, key in enumerate(leaves, start):
+                        active.add(("leaf", key, offset))
+                end = max(end, start + len(leaves))
+            # _Chunk.add, inlined: with search keys, this runs for every entry.
             keys, chunk_rows = active.keys, active.rows
-            epoch, bits = -1, None
-            end = active.end
             for row in rows:
                 namespace, key, position = row
-                wanted = (namespace, key)
-                positions = keys.get(wanted)
-                if positions is None:
-                    keys[wanted] = position
-                    chunk_rows.append(row)
-                elif isinstance(positions, int):
-                    if positions != position:
-                        keys[wanted] = [positions, position]
+                if namespace == "leaf" and len(key) == _LEAF_BYTES:
+                    active.add(row)
+                else:
+                    wanted = (namespace, key)
+                    positions = keys.get(wanted)
+                    if positions is None:
+                        keys[wanted] = position
                         chunk_rows.append(row)
-                elif position not in positions:
-                    positions.append(position)
-                    chunk_rows.append(row)
-                if position // EPOCH != epoch:
-                    epoch = position // EPOCH
-                    bits = self._blooms.get(epoch)
-                    if bits is None and epoch not in self._epochs:
-                        bits = self._blooms[epoch] = bytearray(BLOOM_BITS // 8)
-                        self._epochs.add(epoch)
-                if bits is not None:
-                    if namespace == "leaf" and len(key) >= 12:  # _probes, inlined
-                        v = int.from_bytes(key[:12], "big")
-                        p0, p1, p2, p3 = (
-                            v >> 72,
-                            v >> 48 & 0xFFFFFF,
-                            v >> 24 & 0xFFFFFF,
-                            v & 0xFFFFFF,
-                        )
-                    else:
-                        p0, p1, p2, p3 = _probes(namespace, key)
-                    bits[p0 >> 3] |= 1 << (p0 & 7)
-                    bits[p1 >> 3] |= 1 << (p1 & 7)
-                    bits[p2 >> 3] |= 1 << (p2 & 7)
-                    bits[p3 >> 3] |= 1 << (p3 & 7)
+                    elif isinstance(positions, int):
+                        if positions != position:
+                            keys[wanted] = [positions, position]
+                            chunk_rows.append(row)
+                    elif position not in positions:
+                        positions.append(position)
+                        chunk_rows.append(row)
                 if position >= end:
                     end = position + 1
+                elif position < low:
+                    low = position
+            # Every epoch the buffer reaches has a filter (empty until the flusher
+            # sets the bits of the rows it writes): lookups test only known epochs.
+            for epoch in range(low // EPOCH, (end - 1) // EPOCH + 1 if end else 0):
+                if epoch not in self._epochs:
+                    self._blooms[epoch] = bytearray(BLOOM_BITS // 8)
+                    self._epochs.add(epoch)
             active.end = end
-            if len(active.rows) >= CHUNK_ROWS:
+            if len(active) >= CHUNK_ROWS:
                 self._freeze()
+
+    def _set_bits(self, chunk: _Chunk) -> None:
+        """Add ``chunk``'s rows to their epochs' filters (the flusher, before the rows
+        leave the buffer: until then lookups find them there). An epoch whose filter
+        is being rebuilt has none yet; the rebuild adds the buffered rows."""
+        with self._lock:
+            filters = dict(self._blooms)
+        for epoch, _first, run in chunk.leaf_runs():
+            bits = filters.get(epoch)
+            if bits is None:
+                continue
+            for key in run:  # _probes of a leaf hash, inlined: this runs for every entry
+                v = int.from_bytes(key[:12], "big")
+                p = v >> 72
+                bits[p >> 3] |= 1 << (p & 7)
+                p = v >> 48 & 0xFFFFFF
+                bits[p >> 3] |= 1 << (p & 7)
+                p = v >> 24 & 0xFFFFFF
+                bits[p >> 3] |= 1 << (p & 7)
+                p = v & 0xFFFFFF
+                bits[p >> 3] |= 1 << (p & 7)
+        for namespace, key, position in chunk.rows:
+            bits = filters.get(position // EPOCH)
+            if bits is not None:
+                _bloom_add(bits, _probes(namespace, key))
 
     def _freeze(self) -> None:
         """Move the active chunk to the flusher's queue (caller holds the lock)."""
-        if self._active.rows:
+        if len(self._active):
             self._frozen.append(self._active)
             self._active = _Chunk(end=self._active.end)
             self._lock.notify_all()
@@ -381,7 +477,7 @@ class EntryIndex:
                 self._active = _Chunk(end=self._durable)
             else:
                 self._frozen = [c.truncated(size) for c in self._frozen]
-                self._frozen = [c for c in self._frozen if c.rows]
+                self._frozen = [c for c in self._frozen if len(c)]
                 self._active = self._active.truncated(size)
             if self._frozen:
                 self._active.end = max(self._active.end, self._frozen[-1].end)
@@ -447,7 +543,7 @@ class EntryIndex:
         """At close, with everything flushed: store the filters of incomplete epochs
         with the watermark they are exact for (see the module docstring)."""
         with self._flush_lock, self._lock:
-            if self._failure is not None or self._frozen or self._active.rows:
+            if self._failure is not None or self._frozen or len(self._active):
                 return  # not everything is in SQLite: the next writer rebuilds them
             durable = self._durable
             partial = [
@@ -474,7 +570,7 @@ class EntryIndex:
                     if self._failure is None:  # a failure waits for truncate to reset it
                         if self._frozen or self._pending_blooms:
                             break
-                        if self._active.rows:
+                        if len(self._active):
                             timeout = self._active_since + FLUSH_AFTER - time.monotonic()
                             if timeout <= 0:
                                 self._freeze()
@@ -500,6 +596,8 @@ class EntryIndex:
                     if not self._frozen:
                         return wrote
                     chunk = self._frozen[0]
+                self._set_bits(chunk)
+                with self._lock:
                     # Filters of epochs this chunk completes, each stored once (a copy
                     # of 2 MiB: not repeated for every flush).
                     blooms = {
@@ -526,22 +624,10 @@ class EntryIndex:
                 wrote = True
 
     def _write(self, chunk: _Chunk, blooms: dict[int, bytes]) -> None:
-        # Per epoch: the leaf hashes of consecutive positions (every entry has one),
-        # inserted by one statement from one blob; every other row one by one.
-        leaves: dict[int, tuple[int, list[bytes]]] = {}  # epoch -> (first position, keys)
+        leaves = {epoch: (first, keys) for epoch, first, keys in chunk.leaf_runs()}
         by_epoch: dict[int, list[IndexRow]] = {}
         for row in chunk.rows:
-            namespace, key, position = row
-            epoch = position // EPOCH
-            if namespace == "leaf" and len(key) == _LEAF_BYTES:
-                run = leaves.get(epoch)
-                if run is None:
-                    leaves[epoch] = (position, [key])
-                    continue
-                if run[0] + len(run[1]) == position:
-                    run[1].append(key)
-                    continue
-            by_epoch.setdefault(epoch, []).append(row)
+            by_epoch.setdefault(row[2] // EPOCH, []).append(row)
         with self._transaction("update") as db:
             for epoch in sorted(leaves.keys() | by_epoch.keys()):
                 table = _table(epoch)
@@ -586,7 +672,7 @@ class EntryIndex:
                     self._pending_blooms.remove(epoch)
                     # rows added to the buffer meanwhile: they are not in SQLite yet
                     for chunk in [*self._frozen, self._active]:
-                        for namespace, key, position in chunk.rows:
+                        for namespace, key, position in chunk.all_rows():
                             if position // EPOCH == epoch:
                                 _bloom_add(bits, _probes(namespace, key))
                     self._blooms[epoch] = bits
@@ -603,29 +689,42 @@ class EntryIndex:
                 filters = [
                     (e, self._blooms.get(e)) for e in sorted(self._epochs) if e * EPOCH < below
                 ]
-                for key in keys:
-                    wanted = (namespace, key)
-                    for chunk in chunks:
-                        positions = chunk.keys.get(wanted)
-                        if positions is None:
+                leaf = namespace == "leaf"
+                wanted = set(keys)
+                for chunk in chunks:
+                    if leaf:  # the run's keys: one set operation finds the hits
+                        run = chunk.leaf_keys
+                        for key in run.keys() & wanted:
+                            _found(found, key, run[key], below)
+                        if not chunk.mixed:
                             continue
-                        if isinstance(positions, int):
-                            if positions < below:
-                                found.setdefault(key, set()).add(positions)
+                    for key in wanted:
+                        positions = chunk.keys.get((namespace, key))
+                        if positions is not None:
+                            _found(found, key, positions, below)
+                if filters:
+                    for key in keys:
+                        # A Bloom test, unrolled: every key is tested against every epoch's
+                        # filter (ten at 10 million entries), so byte offsets and masks are
+                        # worked out once per key.
+                        if leaf and len(key) >= 12:  # _probes, inlined
+                            v = int.from_bytes(key[:12], "big")
+                            p0, p1, p2, p3 = (
+                                v >> 72,
+                                v >> 48 & 0xFFFFFF,
+                                v >> 24 & 0xFFFFFF,
+                                v & 0xFFFFFF,
+                            )
                         else:
-                            found.setdefault(key, set()).update(p for p in positions if p < below)
-                    # A Bloom test, unrolled: every key is tested against every epoch's
-                    # filter (ten at 10 million entries), so byte offsets and masks are
-                    # worked out once per key.
-                    p0, p1, p2, p3 = _probes(namespace, key)
-                    b0, b1, b2, b3 = p0 >> 3, p1 >> 3, p2 >> 3, p3 >> 3
-                    m0, m1, m2, m3 = 1 << (p0 & 7), 1 << (p1 & 7), 1 << (p2 & 7), 1 << (p3 & 7)
-                    for epoch, bits in filters:
-                        if bits is not None and not (
-                            bits[b0] & m0 and bits[b1] & m1 and bits[b2] & m2 and bits[b3] & m3
-                        ):
-                            continue
-                        to_query.setdefault(epoch, []).append(key)
+                            p0, p1, p2, p3 = _probes(namespace, key)
+                        b0, b1, b2, b3 = p0 >> 3, p1 >> 3, p2 >> 3, p3 >> 3
+                        m0, m1, m2, m3 = 1 << (p0 & 7), 1 << (p1 & 7), 1 << (p2 & 7), 1 << (p3 & 7)
+                        for epoch, bits in filters:
+                            if bits is not None and not (
+                                bits[b0] & m0 and bits[b1] & m1 and bits[b2] & m2 and bits[b3] & m3
+                            ):
+                                continue
+                            to_query.setdefault(epoch, []).append(key)
         if not self._writer:
             db = self._db()
             try:

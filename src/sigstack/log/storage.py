@@ -70,6 +70,9 @@ Entry index
     from there to the checkpoint's size when it (re)loads a checkpoint, after
     ``index_truncate``. ``release_writer`` makes every row added durable.
     Namespaces are ``[a-z0-9_-]{1,32}``; keys are at most ``MAX_INDEX_KEY`` bytes.
+    The engine adds a batch's rows with ``index_add_batch(start, leaves, rows)``: the
+    leaf hashes of positions ``start ..`` and the search-key rows; its default is one
+    ``index_add``, and a backend may store the leaf hashes without a row tuple each.
 
 Shared queue (optional)
     A backend that several processes can share (PostgreSQL) also offers a
@@ -107,6 +110,10 @@ MAX_INDEX_KEY = 256
 IndexRow = tuple[str, bytes, int]
 """``(namespace, key, log position)``."""
 
+LEAF_NAMESPACE = "leaf"
+"""Index namespace of every entry's Merkle leaf hash."""
+LEAF_HASH_SIZE = 32
+
 PackBuffer = bytes | mmap.mmap
 """What a :class:`TilePack` record lives in: slicing it gives ``bytes``."""
 
@@ -140,6 +147,15 @@ def validate_index_rows(rows: Sequence[IndexRow]) -> None:
         namespaces.add(namespace)
     for namespace in namespaces:
         _validate_namespace(namespace)
+
+
+def validate_leaves(start: int, leaves: Sequence[bytes]) -> None:
+    """Raise :class:`InvalidRequest` unless ``leaves`` are leaf hashes from position
+    ``start`` (checked at C speed: this runs for every batch)."""
+    if type(start) is not int or start < 0:
+        raise InvalidRequest(f"a batch's first position must be a natural number, not {start!r}")
+    if leaves and (set(map(type, leaves)) != {bytes} or set(map(len, leaves)) != {LEAF_HASH_SIZE}):
+        raise InvalidRequest(f"leaf hashes are {LEAF_HASH_SIZE} bytes")
 
 
 def validate_key(key: str) -> str:
@@ -243,6 +259,13 @@ class LogStorage(ABC):
     @abstractmethod
     def index_add(self, rows: Sequence[IndexRow]) -> None:
         """Durably add index rows (existing rows are left as they are)."""
+
+    def index_add_batch(
+        self, start: int, leaves: Sequence[bytes], rows: Sequence[IndexRow]
+    ) -> None:
+        """``index_add`` of the rows ``(LEAF_NAMESPACE, leaves[i], start + i)``, then ``rows``."""
+        leaf_rows: list[IndexRow] = [(LEAF_NAMESPACE, h, start + i) for i, h in enumerate(leaves)]
+        self.index_add([*leaf_rows, *rows])
 
     @abstractmethod
     def index_lookup(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from sigstack.core.errors import StorageError
+from sigstack.core.errors import InvalidRequest, StorageError
 from sigstack.core.merkle import leaf_hash
 from sigstack.core.note import Ed25519NoteSigner, Ed25519NoteVerifier
 from sigstack.log import fsindex
@@ -279,6 +279,41 @@ def test_truncate_drops_rows_in_the_buffer_and_in_the_tables(tmp_path: Path) -> 
     assert reader.index_lookup(LEAF_NAMESPACE, keys, 1000) == {
         k: [i] for i, k in enumerate(keys) if i < 110
     }
+
+
+@pytest.mark.usefixtures("small")
+def test_batches_of_leaf_hashes_with_repeats_gaps_and_a_truncation(tmp_path: Path) -> None:
+    # The engine's path: index_add_batch. A leaf hash at two positions (an entry not
+    # deduplicated), a batch that does not continue the buffered run, a truncation
+    # in the middle of the run: every row is found in the buffer, after a flush (where
+    # the filters must hold it) and by another process.
+    storage = _writer(tmp_path)
+    storage.index_add_batch(0, [_key(i) for i in range(30)], [("search", b"s", 2)])
+    storage.index_add_batch(30, [_key(i) for i in range(30, 45)] + [_key(3)], [])  # 3 at 45
+    storage.index_add_batch(50, [_key(i) for i in range(50, 60)], [])  # 46..49 never added
+    keys = [_key(i) for i in range(60)]
+    expected = {k: [i] for i, k in enumerate(keys) if not 46 <= i < 50 and i != 45}
+    expected[_key(3)] = [3, 45]
+    assert storage.index_lookup(LEAF_NAMESPACE, keys, 60) == expected
+    assert storage.index_lookup(LEAF_NAMESPACE, keys, 40) == {
+        k: [p for p in v if p < 40] for k, v in expected.items() if v[0] < 40
+    }
+    storage.index_truncate(55)
+    storage.index_add_batch(55, [_key(i) for i in range(155, 160)], [])
+    del expected[_key(55)], expected[_key(56)], expected[_key(57)], expected[_key(58)]
+    del expected[_key(59)]
+    expected.update({_key(i + 100): [i] for i in range(55, 60)})
+    everything = [*keys, *(_key(i) for i in range(155, 160))]
+    assert storage.index_lookup(LEAF_NAMESPACE, everything, 60) == expected
+    _flush(storage)
+    assert storage.index_lookup(LEAF_NAMESPACE, everything, 60) == expected
+    assert storage.index_lookup("search", [b"s"], 60) == {b"s": [2]}
+    storage.release_writer()
+    reader = FilesystemStorage(tmp_path)
+    assert reader.index_lookup(LEAF_NAMESPACE, everything, 60) == expected
+    reader.close()
+    with pytest.raises(InvalidRequest):
+        FilesystemStorage(tmp_path).index_add_batch(0, [b"short"], [])
 
 
 def test_a_failed_flush_is_reported_then_reset_by_truncate(
