@@ -32,7 +32,7 @@ from sigstack.core.errors import Conflict, StateError, StorageError
 _NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     """fsync a directory so entries created or renamed in it are durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -41,7 +41,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path | str) -> None:
     """Remove ``path`` if it exists; ignore every error (used to clean up temp files)."""
     with contextlib.suppress(OSError):
         os.unlink(path)
@@ -70,7 +70,7 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
         fsync_dir(directory.parent)
 
 
-def fsync_path(path: Path) -> None:
+def fsync_path(path: Path | str) -> None:
     """fsync the file at ``path`` (written earlier without ``sync``)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -79,11 +79,12 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_temp(path: Path, data: bytes, mode: int = 0o644, *, sync: bool = True) -> Path:
+def write_temp(path: Path | str, data: bytes, mode: int = 0o644, *, sync: bool = True) -> str:
     """A new temporary file holding ``data`` in ``path``'s directory, fsynced unless
     ``sync`` is false (the caller then fsyncs it with :func:`fsync_path` before relying
-    on it)."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    on it). Paths are handled as strings: the log writes a dozen files per batch."""
+    directory, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
