@@ -59,6 +59,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sigstack.core.errors import StorageError
 from sigstack.fsutil import unlink_quietly
@@ -92,6 +93,7 @@ CREATE TABLE IF NOT EXISTS partial_bloom (
 """
 
 _Key = tuple[str, bytes]
+_K = TypeVar("_K", bytes, _Key)
 
 
 def _table(epoch: int) -> str:
@@ -131,6 +133,23 @@ def _probes(namespace: str, key: bytes) -> tuple[int, int, int, int]:
         digest = hashlib.blake2b(namespace.encode() + b"\0" + key, digest_size=12).digest()
     v = int.from_bytes(digest[:12], "big")
     return (v >> 72, (v >> 48) & 0xFFFFFF, (v >> 24) & 0xFFFFFF, v & 0xFFFFFF)
+
+
+def _place(positions: dict[_K, int | list[int]], key: _K, position: int) -> bool:
+    """Record ``position`` for ``key`` as ``_Chunk`` keeps them (an int, a list once
+    there are several); False if it was there already."""
+    known = positions.get(key)
+    if known is None:
+        positions[key] = position
+    elif isinstance(known, int):
+        if known == position:
+            return False
+        positions[key] = [known, position]
+    elif position in known:
+        return False
+    else:
+        known.append(position)
+    return True
 
 
 def _found(
@@ -183,13 +202,7 @@ class _Chunk:
             known.update(fresh)  # the usual case, at C speed
         else:
             for offset, key in enumerate(leaves, start):
-                positions = known.get(key)
-                if positions is None:
-                    known[key] = offset
-                elif isinstance(positions, int):
-                    known[key] = [positions, offset]
-                else:
-                    positions.append(offset)
+                _place(known, key, offset)
         run.extend(leaves)
         return True
 
@@ -200,18 +213,8 @@ class _Chunk:
             if self.add_leaves(position, [key]):
                 return True
             self.mixed = True
-        wanted = (namespace, key)
-        positions = self.keys.get(wanted)
-        if positions is None:
-            self.keys[wanted] = position
-        elif isinstance(positions, int):
-            if positions == position:
-                return False
-            self.keys[wanted] = [positions, position]
-        elif position in positions:
+        if not _place(self.keys, (namespace, key), position):
             return False
-        else:
-            positions.append(position)
         self.rows.append(row)
         return True
 
@@ -386,25 +389,10 @@ class EntryIndex:
                     for offset, key in enumerate(leaves, start):
                         active.add(("leaf", key, offset))
                 end = max(end, start + len(leaves))
-            # _Chunk.add, inlined: with search keys, this runs for every entry.
-            keys, chunk_rows = active.keys, active.rows
+            # Search keys (the engine's leaf hashes came as ``leaves``, above).
             for row in rows:
-                namespace, key, position = row
-                if namespace == "leaf" and len(key) == _LEAF_BYTES:
-                    active.add(row)
-                else:
-                    wanted = (namespace, key)
-                    positions = keys.get(wanted)
-                    if positions is None:
-                        keys[wanted] = position
-                        chunk_rows.append(row)
-                    elif isinstance(positions, int):
-                        if positions != position:
-                            keys[wanted] = [positions, position]
-                            chunk_rows.append(row)
-                    elif position not in positions:
-                        positions.append(position)
-                        chunk_rows.append(row)
+                active.add(row)
+                position = row[2]
                 if position >= end:
                     end = position + 1
                 elif position < low:
